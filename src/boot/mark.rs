@@ -1,0 +1,1 @@
+//! Marking slots good, bad or active: RAUC's semantics over any backend.

@@ -1,0 +1,1 @@
+//! The signed bundle: format, manifest, signature, creation and reading.

@@ -1,0 +1,12 @@
+//! `didymos install`.
+
+use std::process::ExitCode;
+
+use super::Global;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`didymos install` is not available in this build yet")
+}

@@ -1,0 +1,120 @@
+//! The `didymos` command line: argument parsing, dispatch and the one error printer.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bundle;
+mod demo;
+mod info;
+mod install;
+mod service;
+mod status;
+mod store;
+
+#[derive(Parser)]
+#[command(
+    name = "didymos",
+    version,
+    about = "A/B updates for embedded Linux on composefs"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand understands.
+#[derive(clap::Args)]
+pub struct Global {
+    /// The device configuration.
+    #[arg(long, global = true, env = "DIDYMOS_CONF", default_value = didymos::config::DEFAULT_PATH)]
+    pub conf: PathBuf,
+    /// Log more (repeat for debug output).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl Global {
+    /// Loads the device configuration named by `--conf`.
+    pub fn config(&self) -> anyhow::Result<didymos::config::SystemConfig> {
+        Ok(didymos::config::SystemConfig::load(&self.conf)?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create, verify, extract and re-sign bundles (build host).
+    #[command(subcommand)]
+    Bundle(bundle::Command),
+    /// Show what a bundle contains and whether it verifies.
+    Info(info::Args),
+    /// Install a bundle into the inactive slot.
+    Install(install::Args),
+    /// Show the system and slot status, or mark slots.
+    Status(status::Args),
+    /// Remove objects no slot references.
+    Gc(store::GcArgs),
+    /// Check every object and every slot's image in the store.
+    Fsck(store::FsckArgs),
+    /// Run the D-Bus service.
+    Service(service::Args),
+    /// Set up a demo device in a local directory and take it through two updates.
+    Demo(demo::Args),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    let result = match cli.command {
+        Command::Bundle(cmd) => bundle::run(cmd, &cli.global),
+        Command::Info(args) => info::run(args, &cli.global),
+        Command::Install(args) => install::run(args, &cli.global),
+        Command::Status(args) => status::run(args, &cli.global),
+        Command::Gc(args) => store::gc(args, &cli.global),
+        Command::Fsck(args) => store::fsck(args, &cli.global),
+        Command::Service(args) => service::run(args, &cli.global),
+        Command::Demo(args) => demo::run(args, &cli.global),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => report(&err),
+    }
+}
+
+/// Prints an error and its whole chain once, with a fixed prefix.
+pub fn report(err: &anyhow::Error) -> ExitCode {
+    let mut msg = format!("didymos: error: {err}");
+    for cause in err.chain().skip(1) {
+        msg.push_str(&format!("\n  caused by: {cause}"));
+    }
+    eprintln!("{msg}");
+    ExitCode::FAILURE
+}
+
+/// A minimal `log` backend for the CLI: messages to stderr, `-v` for info, `-vv` for debug.
+fn init_logging(verbose: u8) {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            m.level() <= log::max_level()
+        }
+        fn log(&self, r: &log::Record) {
+            if self.enabled(r.metadata()) {
+                eprintln!("didymos: {}: {}", r.level().as_str().to_lowercase(), r.args());
+            }
+        }
+        fn flush(&self) {}
+    }
+    static LOGGER: Stderr = Stderr;
+    let level = match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level);
+    }
+}

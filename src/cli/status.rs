@@ -1,0 +1,12 @@
+//! `didymos status`.
+
+use std::process::ExitCode;
+
+use super::Global;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`didymos status` is not available in this build yet")
+}

@@ -1,0 +1,1 @@
+//! The only place with `unsafe`, ioctls and mount syscalls.

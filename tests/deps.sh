@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build and every test tier need.
+# Idempotent; run as root (CI is root). Skips apt when everything is present.
+set -euo pipefail
+
+packages=(
+  # build
+  pkg-config libssl-dev
+  # tier 1: real peers
+  dbus-daemon dbus-bin libglib2.0-bin grub-common libubootenv-tool fsverity nginx
+  # tier 2: mounts and filesystems
+  erofs-utils e2fsprogs attr libcap2-bin util-linux
+  # tier 3 and e2e: the virtual device
+  qemu-system-x86 qemu-utils busybox-static grub-pc-bin grub-efi-amd64-bin grub-emu ovmf
+  u-boot-tools u-boot-qemu dosfstools mtools cpio kmod debootstrap
+  # benchmarks
+  squashfs-tools xdelta3 zstd time
+  # yocto layer lint
+  python3-pip python3-venv
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "tests/deps.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
