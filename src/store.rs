@@ -1,1 +1,1 @@
-//! (filled in by its issue)
+//! The device's content-addressed object store (being filled in).
