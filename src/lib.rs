@@ -24,6 +24,7 @@ pub mod keyring;
 pub mod service;
 pub mod setup_root;
 pub mod slot;
+pub mod status;
 pub mod store;
 pub mod sys;
 pub mod util;
