@@ -339,16 +339,17 @@ fn default_efivarfs() -> PathBuf {
 impl SystemConfig {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = crate::util::read_bounded_to_string(path, MAX_CONFIG_SIZE).map_err(|e| match e {
-            crate::util::BoundedReadError::TooLarge { size, .. } => ConfigError::TooLarge {
-                path: path.to_owned(),
-                size,
-            },
-            crate::util::BoundedReadError::Io(source) => ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            },
-        })?;
+        let text =
+            crate::util::read_bounded_to_string(path, MAX_CONFIG_SIZE).map_err(|e| match e {
+                crate::util::BoundedReadError::TooLarge { size, .. } => ConfigError::TooLarge {
+                    path: path.to_owned(),
+                    size,
+                },
+                crate::util::BoundedReadError::Io(source) => ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                },
+            })?;
         Self::parse(&text, path)
     }
 
@@ -379,11 +380,7 @@ impl SystemConfig {
     }
 
     fn resolve(&mut self) -> Result<(), ConfigError> {
-        let base = self
-            .path
-            .parent()
-            .map(Path::to_owned)
-            .unwrap_or_default();
+        let base = self.path.parent().map(Path::to_owned).unwrap_or_default();
         let rel = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -519,15 +516,18 @@ impl SystemConfig {
                 )));
             }
         }
-        if self.system.bootloader == BootloaderKind::Custom && self.bootloader.custom_script.is_none()
+        if self.system.bootloader == BootloaderKind::Custom
+            && self.bootloader.custom_script.is_none()
         {
             return Err(self.invalid(
-                "bootloader = \"custom\" needs [bootloader] custom-script = \"/path/to/script\"".into(),
+                "bootloader = \"custom\" needs [bootloader] custom-script = \"/path/to/script\""
+                    .into(),
             ));
         }
         if self.system.bootloader == BootloaderKind::File && self.bootloader.state_file.is_none() {
             return Err(self.invalid(
-                "bootloader = \"file\" needs [bootloader] state-file = \"/path/to/state.toml\"".into(),
+                "bootloader = \"file\" needs [bootloader] state-file = \"/path/to/state.toml\""
+                    .into(),
             ));
         }
         Ok(())
@@ -597,7 +597,11 @@ bootname = "B"
         let msg = err.to_string();
         assert!(msg.starts_with("/etc/didymos/system.conf:"), "{msg}");
         assert!(msg.contains("verity-mode"), "{msg}");
-        let line = text.lines().position(|l| l.starts_with("verity-mode")).unwrap() + 1;
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("verity-mode"))
+            .unwrap()
+            + 1;
         assert!(msg.contains(&format!(":{line}:")), "{msg}");
     }
 
@@ -611,8 +615,14 @@ bootname = "B"
     #[test]
     fn semantic_errors() {
         let cases = [
-            (MINIMAL.replace("bootname = \"B\"", "bootname = \"A\""), "used by both"),
-            (MINIMAL.replace("[slot.rootfs.1]", "[slot.rootfs.x]"), "numeric index"),
+            (
+                MINIMAL.replace("bootname = \"B\"", "bootname = \"A\""),
+                "used by both",
+            ),
+            (
+                MINIMAL.replace("[slot.rootfs.1]", "[slot.rootfs.x]"),
+                "numeric index",
+            ),
             (MINIMAL.replace("\"noop\"", "\"custom\""), "custom-script"),
             (MINIMAL.replace("\"noop\"", "\"lilo\""), "lilo"),
         ];

@@ -100,10 +100,7 @@ mod tests {
             d.to_object_path(),
             PathBuf::from(format!("objects/ab/{}", "ab".repeat(31)))
         );
-        assert_eq!(
-            Digest::from_object_subpath("ab", &"ab".repeat(31)),
-            Some(d)
-        );
+        assert_eq!(Digest::from_object_subpath("ab", &"ab".repeat(31)), Some(d));
     }
 
     #[test]

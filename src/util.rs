@@ -89,7 +89,10 @@ mod tests {
         assert_eq!(read_bounded(&p, 100).unwrap().len(), 100);
         assert!(matches!(
             read_bounded(&p, 99),
-            Err(BoundedReadError::TooLarge { size: 100, limit: 99 })
+            Err(BoundedReadError::TooLarge {
+                size: 100,
+                limit: 99
+            })
         ));
     }
 

@@ -111,7 +111,9 @@ pub struct Bundle {
 
 impl Bundle {
     pub fn open(_path: &Path) -> Result<Bundle, BundleError> {
-        Err(BundleError::Pending("bundle reading is not implemented yet".into()))
+        Err(BundleError::Pending(
+            "bundle reading is not implemented yet".into(),
+        ))
     }
 
     /// The manifest as parsed, before verification (for `info --no-verify`).
@@ -120,7 +122,9 @@ impl Bundle {
     }
 
     pub fn verify(self, _keyring: &Keyring) -> Result<VerifiedBundle, BundleError> {
-        Err(BundleError::Pending("bundle verification is not implemented yet".into()))
+        Err(BundleError::Pending(
+            "bundle verification is not implemented yet".into(),
+        ))
     }
 }
 
@@ -159,7 +163,11 @@ impl VerifiedBundle {
     /// Decodes one object into `out`, computing its fs-verity digest as it
     /// streams; fails (after writing) if the digest does not match the entry.
     /// Callers must not make the written bytes visible before this returns Ok.
-    pub fn copy_object(&self, _entry: &IndexEntry, _out: &mut dyn Write) -> Result<(), BundleError> {
+    pub fn copy_object(
+        &self,
+        _entry: &IndexEntry,
+        _out: &mut dyn Write,
+    ) -> Result<(), BundleError> {
         unreachable!()
     }
 }
@@ -172,5 +180,7 @@ pub fn verify_manifest_signature(
     _signature: &[u8],
     _keyring: &Keyring,
 ) -> Result<(Manifest, SignerInfo), BundleError> {
-    Err(BundleError::Pending("signature verification is not implemented yet".into()))
+    Err(BundleError::Pending(
+        "signature verification is not implemented yet".into(),
+    ))
 }

@@ -103,7 +103,11 @@ fn init_logging(verbose: u8) {
         }
         fn log(&self, r: &log::Record) {
             if self.enabled(r.metadata()) {
-                eprintln!("didymos: {}: {}", r.level().as_str().to_lowercase(), r.args());
+                eprintln!(
+                    "didymos: {}: {}",
+                    r.level().as_str().to_lowercase(),
+                    r.args()
+                );
             }
         }
         fn flush(&self) {}

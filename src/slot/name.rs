@@ -82,9 +82,7 @@ pub struct Bootname(String);
 
 /// A string that cannot be a bootname.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "invalid bootname {0:?}: expected 1 to 32 characters from A-Z, a-z, 0-9, '-' and '_'"
-)]
+#[error("invalid bootname {0:?}: expected 1 to 32 characters from A-Z, a-z, 0-9, '-' and '_'")]
 pub struct BootnameError(pub String);
 
 impl Bootname {
@@ -128,8 +126,7 @@ impl<'de> serde::Deserialize<'de> for Bootname {
 fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
@@ -143,7 +140,15 @@ mod tests {
         assert_eq!((s.class(), s.index()), ("rootfs", 1));
         assert_eq!(s.to_string(), "rootfs.1");
         assert_eq!(SlotName::parse("my.class.0").ok(), None);
-        for bad in ["", "rootfs", "rootfs.", ".0", "rootfs.x", "root fs.0", "rootfs.-1"] {
+        for bad in [
+            "",
+            "rootfs",
+            "rootfs.",
+            ".0",
+            "rootfs.x",
+            "root fs.0",
+            "rootfs.-1",
+        ] {
             assert!(SlotName::parse(bad).is_err(), "{bad:?}");
         }
     }

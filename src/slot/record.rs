@@ -83,7 +83,9 @@ impl SlotRecord {
         let path = slot_dir(store_root, slot).join(RECORD_FILE);
         let text = match crate::util::read_bounded_to_string(&path, MAX_RECORD_FILE) {
             Ok(t) => t,
-            Err(crate::util::BoundedReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(crate::util::BoundedReadError::Io(e))
+                if e.kind() == std::io::ErrorKind::NotFound =>
+            {
                 return Err(RecordError::Missing {
                     slot: slot.clone(),
                     path,
@@ -100,7 +102,10 @@ impl SlotRecord {
         if &record.slot != slot {
             return Err(RecordError::Parse {
                 path,
-                message: format!("names slot {} but lives in the directory of {slot}", record.slot),
+                message: format!(
+                    "names slot {} but lives in the directory of {slot}",
+                    record.slot
+                ),
             });
         }
         Ok(record)
@@ -137,7 +142,8 @@ impl SlotRecord {
         })?;
         let write = |name: &str, bytes: &[u8]| {
             let path = dir.join(name);
-            crate::util::write_atomic(&path, bytes).map_err(|source| RecordError::Write { path, source })
+            crate::util::write_atomic(&path, bytes)
+                .map_err(|source| RecordError::Write { path, source })
         };
         write(MANIFEST_FILE, manifest)?;
         write(SIGNATURE_FILE, signature)?;
@@ -165,7 +171,8 @@ impl SlotRecord {
             }
         }
         if dir.exists() {
-            crate::util::fsync_dir(&dir).map_err(|source| RecordError::Write { path: dir, source })?;
+            crate::util::fsync_dir(&dir)
+                .map_err(|source| RecordError::Write { path: dir, source })?;
         }
         Ok(())
     }
@@ -196,7 +203,10 @@ mod tests {
         record.save(dir.path(), b"manifest", b"sig").unwrap();
         assert_eq!(SlotRecord::load(dir.path(), &slot).unwrap(), record);
         let (m, s) = SlotRecord::load_signed_manifest(dir.path(), &slot).unwrap();
-        assert_eq!((m.as_slice(), s.as_slice()), (&b"manifest"[..], &b"sig"[..]));
+        assert_eq!(
+            (m.as_slice(), s.as_slice()),
+            (&b"manifest"[..], &b"sig"[..])
+        );
         SlotRecord::remove(dir.path(), &slot).unwrap();
         assert!(matches!(
             SlotRecord::load(dir.path(), &slot),
