@@ -16,6 +16,7 @@
 
 pub mod boot;
 pub mod bundle;
+pub mod cmdline;
 pub mod config;
 pub mod digest;
 pub mod image;

@@ -1,7 +1,9 @@
-//! Slots: names, records of what is installed in them, and their state.
+//! Slots: names, records of what is installed in them, and which one is running.
 
+pub mod booted;
 mod name;
 pub mod record;
 
+pub use booted::Booted;
 pub use name::{Bootname, BootnameError, SlotName, SlotNameError};
 pub use record::SlotRecord;

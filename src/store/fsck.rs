@@ -1,0 +1,182 @@
+//! `fsck`: every object against its name, every image against its name, every
+//! slot's image and the objects it references.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::sync::Mutex;
+
+use super::{Store, StoreError};
+use crate::Digest;
+use crate::image;
+
+/// One thing found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FsckProblem {
+    /// An object's content does not match its name.
+    CorruptObject { digest: Digest, actual: Digest },
+    /// An object could not be read.
+    UnreadableObject { digest: Digest, error: String },
+    /// A slot's image is missing or does not match its name.
+    BadImage {
+        owner: String,
+        digest: Digest,
+        error: String,
+    },
+    /// An object a slot's image references is not in the store.
+    MissingObject {
+        owner: String,
+        image: Digest,
+        object: Digest,
+    },
+}
+
+impl std::fmt::Display for FsckProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::CorruptObject { digest, actual } => write!(
+                f,
+                "object {digest} is corrupt: its content has digest {actual} \
+                 (file objects/{})",
+                digest.to_object_subpath()
+            ),
+            Self::UnreadableObject { digest, error } => {
+                write!(f, "object {digest} cannot be read: {error}")
+            }
+            Self::BadImage {
+                owner,
+                digest,
+                error,
+            } => {
+                write!(f, "{owner}: image {digest}: {error}")
+            }
+            Self::MissingObject {
+                owner,
+                image,
+                object,
+            } => write!(
+                f,
+                "{owner}: image {image} references object {object}, which is not in the store"
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct FsckReport {
+    pub objects_checked: u64,
+    pub images_checked: u64,
+    pub problems: Vec<FsckProblem>,
+}
+
+impl FsckReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl Store {
+    /// Checks the store. `roots` are the images that must be complete, each
+    /// with a label for messages (e.g. "slot rootfs.0").
+    pub fn fsck(&self, roots: &[(String, Digest)]) -> Result<FsckReport, StoreError> {
+        let objects: Vec<Digest> = self.list_objects()?.into_iter().collect();
+        let problems = Mutex::new(Vec::new());
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let chunk = objects.len().div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            for part in objects.chunks(chunk) {
+                let problems = &problems;
+                s.spawn(move || {
+                    for d in part {
+                        if let Some(p) = self.check_object(d) {
+                            problems.lock().expect("no panics while holding").push(p);
+                        }
+                    }
+                });
+            }
+        });
+        let mut report = FsckReport {
+            objects_checked: objects.len() as u64,
+            problems: problems.into_inner().expect("threads joined"),
+            ..Default::default()
+        };
+        report.problems.sort_by_key(|p| p.to_string());
+
+        let present: BTreeSet<Digest> = objects.into_iter().collect();
+        for (owner, digest) in roots {
+            report.images_checked += 1;
+            let bytes = match self.read_image(digest) {
+                Ok(b) => b,
+                Err(e) => {
+                    report.problems.push(FsckProblem::BadImage {
+                        owner: owner.clone(),
+                        digest: *digest,
+                        error: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            match image::referenced_objects(&bytes) {
+                Ok(refs) => {
+                    for object in refs.difference(&present) {
+                        report.problems.push(FsckProblem::MissingObject {
+                            owner: owner.clone(),
+                            image: *digest,
+                            object: *object,
+                        });
+                    }
+                }
+                Err(e) => report.problems.push(FsckProblem::BadImage {
+                    owner: owner.clone(),
+                    digest: *digest,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        Ok(report)
+    }
+
+    fn check_object(&self, digest: &Digest) -> Option<FsckProblem> {
+        let path = self.object_path(digest);
+        let unreadable = |e: std::io::Error| FsckProblem::UnreadableObject {
+            digest: *digest,
+            error: e.to_string(),
+        };
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => return Some(unreadable(e)),
+        };
+        // With fs-verity, the kernel's measurement is authoritative only for
+        // the Merkle tree; reading the file checks the data against it.
+        let actual = match image::digest_reader(&file) {
+            Ok(d) => d,
+            Err(e) => return Some(unreadable(e)),
+        };
+        if &actual != digest {
+            return Some(FsckProblem::CorruptObject {
+                digest: *digest,
+                actual,
+            });
+        }
+        if self.uses_verity() {
+            match image::measure_verity(&file) {
+                Ok(Some(m)) if &m == digest => {}
+                Ok(Some(m)) => {
+                    return Some(FsckProblem::CorruptObject {
+                        digest: *digest,
+                        actual: m,
+                    });
+                }
+                Ok(None) => {
+                    return Some(FsckProblem::UnreadableObject {
+                        digest: *digest,
+                        error: "fs-verity is not enabled on this object".into(),
+                    });
+                }
+                Err(e) => return Some(unreadable(e)),
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,366 @@
+//! The device's content-addressed object store.
+//!
+//! ```text
+//! <root>/objects/xx/<62 hex>   content objects, named by fs-verity digest
+//! <root>/images/<64 hex>       composefs images, named by fs-verity digest
+//! <root>/slots/<slot>/         slot records (see crate::slot::record)
+//! <root>/tmp/                  files being written; emptied at every start
+//! <root>/state/                per-slot /etc upper layers and /var (setup-root)
+//! ```
+//!
+//! Nothing appears under its final name before its digest was checked: files
+//! are written in `tmp/`, fsynced, given fs-verity where the filesystem has
+//! it (and measured against their name), then renamed into place and the
+//! directory fsynced.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::Digest;
+use crate::config::VerityPolicy;
+use crate::image::{self, VerityEnable};
+
+mod fsck;
+mod gc;
+
+pub use fsck::{FsckProblem, FsckReport};
+pub use gc::GcReport;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {context}: {source}")]
+    Io {
+        path: PathBuf,
+        context: &'static str,
+        source: io::Error,
+    },
+    #[error(
+        "store {path} is on a filesystem without fs-verity, but system.conf [store] verity = \
+         \"require\"; make the filesystem with `mkfs.ext4 -O verity` (or `tune2fs -O verity`), \
+         or set verity = \"auto\""
+    )]
+    VerityUnsupported { path: PathBuf },
+    #[error("object {digest}: content digest is {actual}; the source is corrupt")]
+    DigestMismatch { digest: Digest, actual: Digest },
+    #[error(
+        "no space left in store {path} while writing {what}; the store is unchanged except for objects already complete"
+    )]
+    NoSpace { path: PathBuf, what: String },
+    #[error("{0}")]
+    Source(String),
+}
+
+impl StoreError {
+    fn io(path: &Path, context: &'static str, source: io::Error) -> Self {
+        if source.raw_os_error() == Some(28) {
+            // ENOSPC
+            return StoreError::NoSpace {
+                path: path.to_owned(),
+                what: context.to_owned(),
+            };
+        }
+        StoreError::Io {
+            path: path.to_owned(),
+            context,
+            source,
+        }
+    }
+}
+
+/// An open object store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    verity: bool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`, empties `tmp/`, and
+    /// finds out whether fs-verity can be used there.
+    pub fn open(root: &Path, policy: VerityPolicy) -> Result<Self, StoreError> {
+        for dir in ["objects", "images", "slots", "tmp", "state"] {
+            let p = root.join(dir);
+            fs::create_dir_all(&p).map_err(|e| StoreError::io(&p, "cannot create directory", e))?;
+        }
+        let store = Store {
+            root: root.to_owned(),
+            verity: false,
+        };
+        store.clean_tmp()?;
+        let verity = match policy {
+            VerityPolicy::Off => false,
+            VerityPolicy::Auto | VerityPolicy::Require => {
+                let supported = store.probe_verity()?;
+                if !supported && policy == VerityPolicy::Require {
+                    return Err(StoreError::VerityUnsupported {
+                        path: root.to_owned(),
+                    });
+                }
+                supported
+            }
+        };
+        Ok(Store { verity, ..store })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether files in this store get fs-verity.
+    pub fn uses_verity(&self) -> bool {
+        self.verity
+    }
+
+    pub fn object_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join(digest.to_object_path())
+    }
+
+    pub fn objects_dir(&self) -> PathBuf {
+        self.root.join("objects")
+    }
+
+    pub fn image_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("images").join(digest.to_hex())
+    }
+
+    pub fn has_object(&self, digest: &Digest) -> bool {
+        self.object_path(digest).exists()
+    }
+
+    pub fn has_image(&self, digest: &Digest) -> bool {
+        self.image_path(digest).exists()
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Removes leftovers of interrupted writes.
+    pub fn clean_tmp(&self) -> Result<usize, StoreError> {
+        let dir = self.tmp_dir();
+        let mut n = 0;
+        for entry in fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, "cannot list", e))? {
+            let entry = entry.map_err(|e| StoreError::io(&dir, "cannot list", e))?;
+            let p = entry.path();
+            let r = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+            r.map_err(|e| StoreError::io(&p, "cannot remove leftover", e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Tries to enable fs-verity on a small file in `tmp/`.
+    fn probe_verity(&self) -> Result<bool, StoreError> {
+        let path = self.tmp_dir().join(".verity-probe");
+        fs::write(&path, b"didymos").map_err(|e| StoreError::io(&path, "cannot write probe", e))?;
+        let file = File::open(&path).map_err(|e| StoreError::io(&path, "cannot open probe", e))?;
+        let result = image::enable_verity(&file);
+        drop(file);
+        let _ = fs::remove_file(&path);
+        match result {
+            Ok(VerityEnable::Enabled) => Ok(true),
+            Ok(VerityEnable::Unsupported) => Ok(false),
+            Err(e) => {
+                log::warn!(
+                    "fs-verity probe in {} failed: {e}; continuing without it",
+                    self.root.display()
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    /// Writes an object whose content `fill` produces. `fill` must fail if the
+    /// content does not match `digest` (the bundle reader checks as it
+    /// streams); the object only appears under its name when `fill` succeeded
+    /// and, with fs-verity, the kernel's measurement equals `digest`.
+    ///
+    /// Returns the number of bytes written.
+    pub fn insert_object(
+        &self,
+        digest: &Digest,
+        fill: impl FnOnce(&mut dyn Write) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let final_path = self.object_path(digest);
+        self.insert(digest, &final_path, fill)
+    }
+
+    /// Writes an image (bytes already checked against `digest` by the caller,
+    /// and checked again here).
+    pub fn insert_image(&self, digest: &Digest, bytes: &[u8]) -> Result<u64, StoreError> {
+        let actual = image::digest_bytes(bytes);
+        if &actual != digest {
+            return Err(StoreError::DigestMismatch {
+                digest: *digest,
+                actual,
+            });
+        }
+        let final_path = self.image_path(digest);
+        self.insert(digest, &final_path, |w| {
+            w.write_all(bytes)
+                .map_err(|e| StoreError::io(&final_path, "cannot write image", e))
+        })
+    }
+
+    fn insert(
+        &self,
+        digest: &Digest,
+        final_path: &Path,
+        fill: impl FnOnce(&mut dyn Write) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let tmp_dir = self.tmp_dir();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("{}.", digest.to_hex()))
+            .tempfile_in(&tmp_dir)
+            .map_err(|e| StoreError::io(&tmp_dir, "cannot create temporary file", e))?;
+        let tmp_path = tmp.path().to_owned();
+        let size = {
+            let mut w = BufWriter::with_capacity(256 * 1024, tmp.as_file());
+            fill(&mut w)?;
+            w.flush()
+                .map_err(|e| StoreError::io(&tmp_path, "cannot write", e))?;
+            drop(w);
+            tmp.as_file()
+                .sync_all()
+                .map_err(|e| StoreError::io(&tmp_path, "cannot fsync", e))?;
+            tmp.as_file()
+                .metadata()
+                .map_err(|e| StoreError::io(&tmp_path, "cannot stat", e))?
+                .len()
+        };
+        // Close every writable descriptor before enabling verity.
+        let tmp_path = tmp
+            .into_temp_path()
+            .keep()
+            .map_err(|e| StoreError::io(&tmp_path, "cannot keep temporary file", e.error))?;
+        let result = self.seal_and_rename(digest, &tmp_path, final_path);
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp_path);
+        }
+        result.map(|()| size)
+    }
+
+    fn seal_and_rename(
+        &self,
+        digest: &Digest,
+        tmp: &Path,
+        final_path: &Path,
+    ) -> Result<(), StoreError> {
+        if self.verity {
+            let ro = File::open(tmp).map_err(|e| StoreError::io(tmp, "cannot reopen", e))?;
+            match image::enable_verity(&ro)
+                .map_err(|e| StoreError::io(tmp, "cannot enable fs-verity", e))?
+            {
+                VerityEnable::Enabled => {}
+                VerityEnable::Unsupported => {
+                    return Err(StoreError::VerityUnsupported {
+                        path: self.root.clone(),
+                    });
+                }
+            }
+            let measured = image::measure_verity(&ro)
+                .map_err(|e| StoreError::io(tmp, "cannot measure fs-verity", e))?;
+            if let Some(actual) = measured {
+                if &actual != digest {
+                    return Err(StoreError::DigestMismatch {
+                        digest: *digest,
+                        actual,
+                    });
+                }
+            }
+        }
+        let dir = final_path.parent().expect("store paths have a parent");
+        if !dir.exists() {
+            fs::create_dir_all(dir)
+                .map_err(|e| StoreError::io(dir, "cannot create directory", e))?;
+            if let Some(parent) = dir.parent() {
+                crate::util::fsync_dir(parent)
+                    .map_err(|e| StoreError::io(parent, "cannot fsync", e))?;
+            }
+        }
+        fs::rename(tmp, final_path)
+            .map_err(|e| StoreError::io(final_path, "cannot rename into place", e))?;
+        crate::util::fsync_dir(dir).map_err(|e| StoreError::io(dir, "cannot fsync", e))
+    }
+
+    /// Every object currently in the store.
+    pub fn list_objects(&self) -> Result<std::collections::BTreeSet<Digest>, StoreError> {
+        let mut out = std::collections::BTreeSet::new();
+        let objects = self.objects_dir();
+        for dir in fs::read_dir(&objects).map_err(|e| StoreError::io(&objects, "cannot list", e))? {
+            let dir = dir.map_err(|e| StoreError::io(&objects, "cannot list", e))?;
+            let dname = dir.file_name();
+            let Some(dname) = dname.to_str() else {
+                continue;
+            };
+            let dpath = dir.path();
+            if !dpath.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&dpath).map_err(|e| StoreError::io(&dpath, "cannot list", e))? {
+                let f = f.map_err(|e| StoreError::io(&dpath, "cannot list", e))?;
+                if let Some(d) = f
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| Digest::from_object_subpath(dname, n))
+                {
+                    out.insert(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every image currently in the store.
+    pub fn list_images(&self) -> Result<std::collections::BTreeSet<Digest>, StoreError> {
+        let images = self.root.join("images");
+        let mut out = std::collections::BTreeSet::new();
+        for f in fs::read_dir(&images).map_err(|e| StoreError::io(&images, "cannot list", e))? {
+            let f = f.map_err(|e| StoreError::io(&images, "cannot list", e))?;
+            if let Some(d) = f
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            {
+                out.insert(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads an image from the store, bounded, and checks it against its name.
+    pub fn read_image(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let path = self.image_path(digest);
+        let bytes = crate::util::read_bounded(&path, MAX_IMAGE_SIZE).map_err(|e| match e {
+            crate::util::BoundedReadError::Io(e) => StoreError::io(&path, "cannot read image", e),
+            other => StoreError::Io {
+                path: path.clone(),
+                context: "image too large",
+                source: io::Error::other(other.to_string()),
+            },
+        })?;
+        let actual = image::digest_bytes(&bytes);
+        if &actual != digest {
+            return Err(StoreError::DigestMismatch {
+                digest: *digest,
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Free bytes available to unprivileged writers on the store's filesystem.
+    pub fn available_space(&self) -> Result<u64, StoreError> {
+        let st = rustix::fs::statvfs(&self.root)
+            .map_err(|e| StoreError::io(&self.root, "cannot statvfs", e.into()))?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+}
+
+/// Largest composefs image accepted (metadata only; a large distribution is tens of MiB).
+pub const MAX_IMAGE_SIZE: u64 = 1 << 30;
