@@ -4,9 +4,13 @@
 //! "mark good/bad/active on booted/other/rootfs.1" means is decided above it
 //! (see [`mark`]), so every backend gets the same semantics.
 
+use crate::config::{BootloaderKind, SystemConfig};
 use crate::slot::Bootname;
 
+pub mod counting;
+pub mod file;
 pub mod mark;
+pub mod noop;
 
 /// A slot's state as the bootloader sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -45,6 +49,11 @@ pub enum BootError {
     },
     #[error("the bootloader knows no slot \"{0}\"")]
     UnknownSlot(Bootname),
+    #[error("{path}: [bootloader] configuration: {message}")]
+    Config {
+        path: std::path::PathBuf,
+        message: String,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -77,4 +86,36 @@ pub trait Bootloader: Send + Sync {
     fn attempts_left(&self, _slot: &Bootname) -> Result<Option<u32>, BootError> {
         Ok(None)
     }
+}
+
+/// Builds the backend `[system] bootloader` names, configured from the
+/// `[bootloader]` section.
+pub fn from_config(config: &SystemConfig) -> Result<Box<dyn Bootloader>, BootError> {
+    let attempts = config.system.boot_attempts;
+    let config_error = |message: String| BootError::Config {
+        path: config.path.clone(),
+        message,
+    };
+    if attempts == 0 {
+        return Err(config_error(
+            "[system] boot-attempts = 0 would never boot a slot; use 1 or more".into(),
+        ));
+    }
+    let bootnames = config.bootnames();
+    let section = &config.bootloader;
+    Ok(match config.system.bootloader {
+        BootloaderKind::Noop => Box::new(noop::NoopBootloader::new(bootnames)),
+        BootloaderKind::File => {
+            let path = section.state_file.clone().ok_or_else(|| {
+                config_error("bootloader = \"file\" needs state-file = \"...\"".into())
+            })?;
+            Box::new(file::FileBootloader::new(path, bootnames, attempts))
+        }
+        other => {
+            return Err(BootError::Other(format!(
+                "bootloader = \"{}\" is not available in this build yet",
+                other.as_str()
+            )));
+        }
+    })
 }
