@@ -225,7 +225,7 @@ mod tests {
             ("order = [\"A B\"]\n", "invalid bootname"),
             (
                 "order = []\n[slot.A]\ngood = true\nattempts-left = -1\n",
-                "attempts-left",
+                "line 4: invalid value",
             ),
         ];
         for (text, want) in cases {
