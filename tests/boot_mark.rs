@@ -38,6 +38,23 @@ fn backends() -> Vec<Backend> {
             make: |extra, n| Device::new("file", "state-file = \"state.toml\"", extra, n),
         },
         Backend {
+            name: "grub",
+            family: Family::Counting,
+            make: |extra, n| Device::new("grub", "grubenv = \"grubenv\"", extra, n),
+        },
+        Backend {
+            name: "grub",
+            family: Family::Counting,
+            make: |extra, n| {
+                Device::new(
+                    "grub",
+                    "grubenv = \"grubenv\"\ngrub-scheme = \"attempts\"",
+                    extra,
+                    n,
+                )
+            },
+        },
+        Backend {
             name: "noop",
             family: Family::Noop,
             make: |extra, n| Device::new("noop", "", extra, n),

@@ -9,6 +9,8 @@ use crate::slot::Bootname;
 
 pub mod counting;
 pub mod file;
+pub mod grub;
+pub mod grubenv;
 pub mod mark;
 pub mod noop;
 
@@ -111,6 +113,15 @@ pub fn from_config(config: &SystemConfig) -> Result<Box<dyn Bootloader>, BootErr
             })?;
             Box::new(file::FileBootloader::new(path, bootnames, attempts))
         }
+        BootloaderKind::Grub => Box::new(
+            grub::GrubBootloader::new(
+                section.grubenv.clone(),
+                section.grub_scheme,
+                bootnames,
+                attempts,
+            )
+            .map_err(config_error)?,
+        ),
         other => {
             return Err(BootError::Other(format!(
                 "bootloader = \"{}\" is not available in this build yet",

@@ -1,0 +1,216 @@
+//! The shipped GRUB script (`boot/grub/didymos.cfg`) run by real GRUB
+//! (`grub-emu`), against environment blocks didymos and grub-editenv wrote.
+//!
+//! The environment lives on a FAT disk image (GRUB's `save_env` writes into
+//! the file's disk blocks, which the emulator's host filesystem cannot do).
+//! grub-emu has no Linux loader, so the harness defines `linux` and `initrd`
+//! as functions that print their arguments; everything else is GRUB's own.
+//! After every boot the counters GRUB saved are compared with
+//! `Counters::boot`, the model the file-backed bootloader uses.
+
+#[path = "common/boot.rs"]
+mod common_boot;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common_boot::{Device, b, run};
+use didymos::boot::grub::{GrubBootloader, counters_from_env};
+use didymos::boot::grubenv::Grubenv;
+use didymos::boot::mark::{MarkState, mark};
+use didymos::boot::{BootState, Bootloader};
+
+struct Emu {
+    dev: Device,
+    disk: PathBuf,
+    grubdir: PathBuf,
+    devmap: PathBuf,
+}
+
+fn script_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("boot/grub/didymos.cfg")
+}
+
+impl Emu {
+    fn new() -> Self {
+        let dev = Device::new(
+            "grub",
+            "grubenv = \"grubenv\"\ngrub-scheme = \"attempts\"",
+            "boot-attempts = 3",
+            2,
+        );
+        let grubdir = dev.path("grub");
+        std::fs::create_dir(&grubdir).unwrap();
+        std::os::unix::fs::symlink("/usr/lib/grub/x86_64-emu", grubdir.join("x86_64-emu")).unwrap();
+        std::fs::write(
+            grubdir.join("grub.cfg"),
+            format!(
+                "function linux {{ echo \"DIDYMOS-LINUX $*\"; }}\n\
+                 function initrd {{ echo \"DIDYMOS-INITRD $*\"; halt; }}\n\
+                 set timeout=0\n\
+                 set didymos_env=(hd0)/grubenv\n\
+                 set didymos_cmdline=\"console=ttyS0 quiet\"\n\
+                 source (host){}\n\
+                 if [ -z \"$didymos_slot\" ]; then echo DIDYMOS-NONE; halt; fi\n",
+                script_path().display()
+            ),
+        )
+        .unwrap();
+        let disk = dev.path("disk.img");
+        run(Command::new("mkfs.vfat").arg("-C").arg(&disk).arg("4096"));
+        let devmap = dev.path("device.map");
+        std::fs::write(&devmap, format!("(hd0) {}\n", disk.display())).unwrap();
+        Self {
+            dev,
+            disk,
+            grubdir,
+            devmap,
+        }
+    }
+
+    fn env_path(&self) -> PathBuf {
+        self.dev.path("grubenv")
+    }
+
+    fn bootloader(&self) -> GrubBootloader {
+        GrubBootloader::new(
+            self.env_path(),
+            didymos::config::GrubScheme::Attempts,
+            vec![b("A"), b("B")],
+            3,
+        )
+        .unwrap()
+    }
+
+    fn counters(&self) -> didymos::boot::counting::Counters {
+        let env = Grubenv::parse(&std::fs::read(self.env_path()).unwrap()).unwrap();
+        counters_from_env(&env, &[b("A"), b("B")], 3).unwrap()
+    }
+
+    /// One power-on: the env file goes onto the disk, GRUB runs, the env
+    /// comes back. Returns the kernel command line GRUB booted, if any, and
+    /// checks the result against the model.
+    fn boot(&self) -> Option<String> {
+        let mut model = self.counters();
+        let want = model.boot();
+        run(Command::new("mcopy")
+            .args(["-o", "-i"])
+            .arg(&self.disk)
+            .arg(self.env_path())
+            .arg("::/grubenv"));
+        let cmd = format!(
+            "grub-emu -d {} -m {}",
+            self.grubdir.display(),
+            self.devmap.display()
+        );
+        let out = run(Command::new("timeout")
+            .args(["60", "script", "-qec", &cmd, "/dev/null"])
+            .stdin(std::process::Stdio::null()));
+        run(Command::new("mcopy")
+            .args(["-o", "-i"])
+            .arg(&self.disk)
+            .arg("::/grubenv")
+            .arg(self.env_path()));
+        let out = out.replace('\r', "");
+        let linux = out.lines().find_map(|l| {
+            l.split_once("DIDYMOS-LINUX ")
+                .map(|(_, r)| r.trim().to_owned())
+        });
+        let none = out.lines().any(|l| l.contains("DIDYMOS-NONE"));
+        assert!(
+            linux.is_some() != none,
+            "GRUB neither booted nor gave up:\n{out}"
+        );
+        let chosen = linux.as_ref().map(|l| {
+            let slot = l.rsplit_once("didymos.slot=").expect(l).1;
+            assert!(
+                l.starts_with(&format!("/boot/{slot}/vmlinuz console=ttyS0 quiet ")),
+                "{l}"
+            );
+            assert!(
+                out.contains(&format!("DIDYMOS-INITRD /boot/{slot}/initrd.img")),
+                "{out}"
+            );
+            slot.to_owned()
+        });
+        assert_eq!(chosen, want.map(|w| w.to_string()), "GRUB output:\n{out}");
+        assert_eq!(
+            self.counters(),
+            model,
+            "counters GRUB saved differ from the model\n{out}"
+        );
+        chosen
+    }
+}
+
+#[test]
+fn fresh_device_boots_a() {
+    let emu = Emu::new();
+    run(Command::new("grub-editenv")
+        .arg(emu.env_path())
+        .arg("create"));
+    assert_eq!(emu.boot().as_deref(), Some("A"));
+    assert_eq!(emu.bootloader().attempts_left(&b("A")).unwrap(), Some(2));
+    let listed = run(Command::new("grub-editenv").arg(emu.env_path()).arg("list"));
+    assert_eq!(listed, "A_LEFT=2\n");
+}
+
+#[test]
+fn after_mark_active_b_boots_b() {
+    let emu = Emu::new();
+    let bl = emu.bootloader();
+    let cfg = &emu.dev.config;
+    mark(cfg, &bl, Some(&b("A")), MarkState::Good, "booted").unwrap();
+    mark(cfg, &bl, Some(&b("A")), MarkState::Active, "other").unwrap();
+    assert_eq!(emu.boot().as_deref(), Some("B"));
+    assert_eq!(bl.attempts_left(&b("B")).unwrap(), Some(2));
+    // The new slot comes up healthy and is marked good: budget refilled.
+    mark(cfg, &bl, Some(&b("B")), MarkState::Good, "booted").unwrap();
+    assert_eq!(bl.attempts_left(&b("B")).unwrap(), Some(3));
+    assert_eq!(emu.boot().as_deref(), Some("B"));
+}
+
+#[test]
+fn b_failing_every_attempt_falls_back_to_a() {
+    let emu = Emu::new();
+    let bl = emu.bootloader();
+    let cfg = &emu.dev.config;
+    mark(cfg, &bl, Some(&b("A")), MarkState::Good, "booted").unwrap();
+    mark(cfg, &bl, Some(&b("A")), MarkState::Active, "other").unwrap();
+    let boots: Vec<_> = (0..4).map(|_| emu.boot().unwrap()).collect();
+    assert_eq!(boots, ["B", "B", "B", "A"]);
+    assert_eq!(bl.attempts_left(&b("B")).unwrap(), Some(0));
+    assert_eq!(bl.get_primary().unwrap(), Some(b("A")));
+    // Back on A, userspace marks A good and B bad.
+    mark(cfg, &bl, Some(&b("A")), MarkState::Good, "booted").unwrap();
+    mark(cfg, &bl, Some(&b("A")), MarkState::Bad, "other").unwrap();
+    assert_eq!(emu.boot().as_deref(), Some("A"));
+}
+
+#[test]
+fn both_slots_bad_boots_nothing() {
+    let emu = Emu::new();
+    let bl = emu.bootloader();
+    bl.set_state(&b("A"), BootState::Bad).unwrap();
+    bl.set_state(&b("B"), BootState::Bad).unwrap();
+    let before = std::fs::read(emu.env_path()).unwrap();
+    assert_eq!(emu.boot(), None);
+    assert_eq!(std::fs::read(emu.env_path()).unwrap(), before);
+}
+
+#[test]
+fn odd_counter_values_agree_with_the_model() {
+    for (a_ok, a_left) in [("1", "99"), ("1", "x"), ("1", "32"), ("2", "3"), ("1", "1")] {
+        let emu = Emu::new();
+        run(Command::new("grub-editenv")
+            .arg(emu.env_path())
+            .arg("create"));
+        run(Command::new("grub-editenv").arg(emu.env_path()).args([
+            "set",
+            "ORDER=A B",
+            &format!("A_OK={a_ok}"),
+            &format!("A_LEFT={a_left}"),
+        ]));
+        emu.boot();
+    }
+}
