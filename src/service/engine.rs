@@ -1,0 +1,80 @@
+//! The daemon's calls into the engine, in one place. Every function here blocks
+//! (it reads bundles, writes the store, runs bootloader tools), so callers run
+//! them with `tokio::task::spawn_blocking` and the bus stays responsive.
+
+use std::fs::File;
+
+use super::error::Error;
+use crate::bundle::{Manifest, SignerInfo};
+use crate::config::SystemConfig;
+use crate::install::{CancelToken, InstallError, InstallOptions, InstallOutcome, Progress};
+use crate::status::{StatusError, SystemStatus};
+
+/// Installs the bundle read from `file`.
+pub fn install(
+    config: &SystemConfig,
+    file: File,
+    options: &InstallOptions,
+    progress: &dyn Fn(Progress),
+    cancel: &CancelToken,
+) -> Result<InstallOutcome, InstallError> {
+    let _ = (config, file, options, progress, cancel);
+    Err(InstallError::Io {
+        context: "the install engine".into(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "not available in this build",
+        ),
+    })
+}
+
+/// The system and slot status.
+pub fn status(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
+    let _ = config;
+    Err(StatusError::Pending(
+        "slot status is not available in this build".into(),
+    ))
+}
+
+/// Marks a slot (`state`: good, bad or active; `identifier`: booted, other or a slot name).
+/// Returns the slot's name and a message.
+pub fn mark(
+    config: &SystemConfig,
+    state: &str,
+    identifier: &str,
+) -> Result<(String, String), Error> {
+    let _ = (config, identifier);
+    parse_mark_state(state)?;
+    Err(Error::NotSupported(
+        "marking slots is not available in this build".into(),
+    ))
+}
+
+/// Checks a mark state the way RAUC spells it.
+pub fn parse_mark_state(state: &str) -> Result<&'static str, Error> {
+    match state {
+        "good" => Ok("good"),
+        "bad" => Ok("bad"),
+        "active" => Ok("active"),
+        other => Err(Error::InvalidArgument(format!(
+            "unknown state {:?}: expected \"good\", \"bad\" or \"active\"",
+            other.chars().take(80).collect::<String>()
+        ))),
+    }
+}
+
+/// What `InspectBundle` reports about a verified bundle.
+#[derive(Debug, Clone)]
+pub struct BundleInfo {
+    pub manifest: Manifest,
+    pub manifest_hash: String,
+    pub signer: SignerInfo,
+}
+
+/// Opens and verifies the bundle in `file` and describes it (`InspectBundle`).
+pub fn inspect(config: &SystemConfig, file: File) -> Result<BundleInfo, Error> {
+    let _ = (config, file);
+    Err(Error::NotSupported(
+        "inspecting bundles is not available in this build".into(),
+    ))
+}

@@ -1,0 +1,280 @@
+//! Wire types: what goes over the bus, kept apart from the domain types.
+//!
+//! Domain types (`InstallOptions`, `SlotStatus`, `Manifest`) stay free of D-Bus;
+//! this module turns `a{sv}` arguments into them (rejecting unknown keys by
+//! name) and turns them into RAUC's dictionaries.
+
+use std::collections::HashMap;
+
+use zbus::zvariant::{OwnedValue, Value};
+
+use super::engine::BundleInfo;
+use super::error::Error;
+use crate::install::InstallOptions;
+use crate::status::SlotStatus;
+
+/// An `a{sv}` dictionary as received or sent.
+pub type Dict = HashMap<String, OwnedValue>;
+
+/// `Progress (isi)`: percent, message, nesting depth.
+pub type ProgressTuple = (i32, String, i32);
+
+/// The keys `InstallBundle` understands, with their D-Bus types.
+pub const INSTALL_KEYS: &[(&str, &str)] = &[
+    ("ignore-compatible", "b"),
+    ("ignore-version-limit", "b"),
+    ("transaction-id", "s"),
+    ("require-manifest-hash", "s"),
+];
+
+/// Longest string argument accepted (transaction ids, hashes).
+const MAX_ARG_STRING: usize = 256;
+
+/// Parses `InstallBundle`'s `a{sv}` arguments.
+pub fn install_options(args: &Dict) -> Result<InstallOptions, Error> {
+    let mut options = InstallOptions::default();
+    let mut keys: Vec<&String> = args.keys().collect();
+    keys.sort();
+    for key in keys {
+        let value = &args[key];
+        match key.as_str() {
+            "ignore-compatible" => options.ignore_compatible = boolean(key, value)?,
+            "ignore-version-limit" => options.ignore_version_limit = boolean(key, value)?,
+            "transaction-id" => options.transaction_id = Some(string(key, value)?),
+            "require-manifest-hash" => {
+                let hash = string(key, value)?;
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(Error::InvalidArgument(format!(
+                        "argument \"require-manifest-hash\" must be 64 hex digits (a SHA-256), \
+                         got {hash:?}"
+                    )));
+                }
+                options.require_manifest_hash = Some(hash.to_ascii_lowercase());
+            }
+            other => {
+                let known: Vec<String> = INSTALL_KEYS
+                    .iter()
+                    .map(|(k, t)| format!("{k} ({t})"))
+                    .collect();
+                return Err(Error::InvalidArgument(format!(
+                    "unknown argument {:?}; known arguments: {}",
+                    other.chars().take(80).collect::<String>(),
+                    known.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// Parses the (empty) `a{sv}` arguments of methods that take none yet.
+pub fn no_options(method: &str, args: &Dict) -> Result<(), Error> {
+    match args.keys().min() {
+        None => Ok(()),
+        Some(key) => Err(Error::InvalidArgument(format!(
+            "{method} takes no arguments yet, got {:?}",
+            key.chars().take(80).collect::<String>()
+        ))),
+    }
+}
+
+fn boolean(key: &str, value: &OwnedValue) -> Result<bool, Error> {
+    match &**value {
+        Value::Bool(b) => Ok(*b),
+        other => Err(wrong_type(key, "b (boolean)", other)),
+    }
+}
+
+fn string(key: &str, value: &OwnedValue) -> Result<String, Error> {
+    match &**value {
+        Value::Str(s) if s.len() <= MAX_ARG_STRING => Ok(s.to_string()),
+        Value::Str(s) => Err(Error::InvalidArgument(format!(
+            "argument {key:?} is {} bytes long, the limit is {MAX_ARG_STRING}",
+            s.len()
+        ))),
+        other => Err(wrong_type(key, "s (string)", other)),
+    }
+}
+
+fn wrong_type(key: &str, expected: &str, got: &Value<'_>) -> Error {
+    Error::InvalidArgument(format!(
+        "argument {key:?} must be of type {expected}, got type {}",
+        got.value_signature()
+    ))
+}
+
+/// Converts any value into an owned variant.
+pub fn owned<'a>(value: impl Into<Value<'a>>) -> Result<OwnedValue, Error> {
+    value
+        .into()
+        .try_to_owned()
+        .map_err(|e| Error::Failed(format!("cannot encode a D-Bus value: {e}")))
+}
+
+/// Builds a dictionary from (key, value) pairs, leaving out `None`s.
+#[derive(Default)]
+pub struct DictBuilder(Dict);
+
+impl DictBuilder {
+    pub fn put<'a>(mut self, key: &str, value: impl Into<Value<'a>>) -> Result<Self, Error> {
+        self.0.insert(key.to_owned(), owned(value)?);
+        Ok(self)
+    }
+
+    pub fn put_opt<'a, V: Into<Value<'a>>>(
+        self,
+        key: &str,
+        value: Option<V>,
+    ) -> Result<Self, Error> {
+        match value {
+            Some(v) => self.put(key, v),
+            None => Ok(self),
+        }
+    }
+
+    pub fn build(self) -> Dict {
+        self.0
+    }
+}
+
+/// One entry of `GetSlotStatus`: the slot name and RAUC's per-slot keys.
+pub fn slot_status(slot: &SlotStatus) -> Result<(String, Dict), Error> {
+    let mut d = DictBuilder::default()
+        .put("class", slot.class.as_str())?
+        .put("type", slot.kind.as_str())?
+        .put("state", slot.state.as_str())?
+        .put_opt("device", slot.device.as_deref())?
+        .put_opt("bootname", slot.bootname.as_ref().map(|b| b.to_string()))?
+        .put_opt("parent", slot.parent.as_ref().map(|p| p.to_string()))?
+        .put_opt("boot-status", slot.boot_status.map(|s| s.as_str()))?
+        .put_opt("attempts-left", slot.attempts_left)?;
+    if let Some(r) = &slot.record {
+        d = d
+            .put("bundle.compatible", r.bundle_compatible.as_str())?
+            .put("bundle.version", r.bundle_version.as_str())?
+            .put("bundle.description", r.bundle_description.as_str())?
+            .put("bundle.build", r.bundle_build.as_str())?
+            .put("bundle.hash", r.bundle_hash.as_str())?
+            .put("image.digest", r.image.to_string())?
+            .put("installed.timestamp", r.installed_timestamp.as_str())?
+            .put("installed.count", count(r.installed_count))?
+            .put_opt("activated.timestamp", r.activated_timestamp.as_deref())?
+            .put("activated.count", count(r.activated_count))?;
+    }
+    Ok((slot.name.to_string(), d.build()))
+}
+
+/// `InspectBundle`'s answer: RAUC's `manifest-hash` and `update` keys, plus
+/// what a composefs bundle adds (image, objects, signer).
+pub fn bundle_info(info: &BundleInfo) -> Result<Dict, Error> {
+    let m = &info.manifest;
+    let update = DictBuilder::default()
+        .put("compatible", m.compatible.as_str())?
+        .put("version", m.version.as_str())?
+        .put("description", m.description.as_str())?
+        .put("build", m.build.as_str())?
+        .build();
+    let image = DictBuilder::default()
+        .put("digest", m.image.digest.to_string())?
+        .put("size", m.image.size)?
+        .build();
+    let objects = DictBuilder::default()
+        .put("count", m.objects.count)?
+        .put("size", m.objects.size)?
+        .put("stored-size", m.objects.stored_size)?
+        .put("referenced", m.objects.referenced)?
+        .build();
+    let signer = DictBuilder::default()
+        .put("subject", info.signer.subject.as_str())?
+        .put("common-name", info.signer.common_name.as_str())?
+        .put("chain", info.signer.chain.clone())?
+        .build();
+    let bases: Vec<String> = m.bases.iter().map(|b| b.image.to_string()).collect();
+    Ok(DictBuilder::default()
+        .put("manifest-hash", info.manifest_hash.as_str())?
+        .put("format", m.format)?
+        .put("created", m.created.as_str())?
+        .put("update", update)?
+        .put("image", image)?
+        .put("objects", objects)?
+        .put("signer", signer)?
+        .put("bases", bases)?
+        .build())
+}
+
+/// RAUC's counters are `u` (32 bit); saturate rather than wrap.
+fn count(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dict(pairs: &[(&str, Value<'static>)]) -> Dict {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.try_to_owned().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn install_arguments() {
+        let hash = "ab".repeat(32);
+        let o = install_options(&dict(&[
+            ("ignore-compatible", Value::Bool(true)),
+            ("transaction-id", Value::from("t-1")),
+            ("require-manifest-hash", Value::from(hash.to_uppercase())),
+        ]))
+        .unwrap();
+        assert!(o.ignore_compatible);
+        assert!(!o.ignore_version_limit);
+        assert_eq!(o.transaction_id.as_deref(), Some("t-1"));
+        assert_eq!(o.require_manifest_hash.as_deref(), Some(hash.as_str()));
+        assert!(install_options(&Dict::new()).is_ok());
+    }
+
+    #[test]
+    fn install_argument_errors_name_the_problem() {
+        let cases: &[(&str, Value<'static>, &str)] = &[
+            (
+                "ignore-compatibel",
+                Value::Bool(true),
+                "unknown argument \"ignore-compatibel\"",
+            ),
+            (
+                "ignore-compatible",
+                Value::from("yes"),
+                "must be of type b (boolean), got type s",
+            ),
+            (
+                "transaction-id",
+                Value::U32(7),
+                "must be of type s (string), got type u",
+            ),
+            (
+                "require-manifest-hash",
+                Value::from("abc"),
+                "must be 64 hex digits",
+            ),
+        ];
+        for (key, value, expected) in cases {
+            let err = install_options(&dict(&[(key, value.clone())])).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+            assert!(err.message().contains(expected), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn empty_options() {
+        assert!(no_options("InspectBundle", &Dict::new()).is_ok());
+        let err = no_options("InspectBundle", &dict(&[("x", Value::Bool(true))])).unwrap_err();
+        assert!(err.message().contains("\"x\""), "{err}");
+    }
+
+    #[test]
+    fn counts_saturate() {
+        assert_eq!(count(3), 3);
+        assert_eq!(count(u64::MAX), u32::MAX);
+    }
+}
