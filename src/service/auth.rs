@@ -155,7 +155,7 @@ mod tests {
         let group = Policy::resolve(Some("didymos"), GROUP).unwrap();
         let numeric = Policy::resolve(Some("990"), GROUP).unwrap();
         assert_eq!(
-            group.install_group.map(|g| g.0),
+            group.install_group.as_ref().map(|g| g.0),
             numeric.install_group.map(|g| g.0)
         );
         assert!(
