@@ -234,7 +234,7 @@ impl Core {
         state: &str,
         identifier: &str,
     ) -> Result<(String, String), Error> {
-        engine::parse_mark_state(state)?;
+        let state = engine::parse_mark_state(state)?;
         self.authorize(conn, header, Action::Mark).await?;
         {
             let mut s = self.state();
@@ -244,8 +244,8 @@ impl Core {
             s.activity = Activity::Marking;
         }
         let config = self.config.clone();
-        let (state, identifier) = (state.to_owned(), identifier.to_owned());
-        let result = blocking(move || engine::mark(&config, &state, &identifier)).await;
+        let identifier = identifier.to_owned();
+        let result = blocking(move || engine::mark(&config, state, &identifier)).await;
         self.state().activity = Activity::Idle;
         result
     }

@@ -5,6 +5,7 @@
 use std::fs::File;
 
 use super::error::Error;
+use crate::boot::mark::MarkState;
 use crate::bundle::{Manifest, SignerInfo};
 use crate::config::SystemConfig;
 use crate::install::{CancelToken, InstallError, InstallOptions, InstallOutcome, Progress};
@@ -40,22 +41,28 @@ pub fn status(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
 /// Returns the slot's name and a message.
 pub fn mark(
     config: &SystemConfig,
-    state: &str,
+    state: MarkState,
     identifier: &str,
 ) -> Result<(String, String), Error> {
-    let _ = (config, identifier);
-    parse_mark_state(state)?;
-    Err(Error::NotSupported(
-        "marking slots is not available in this build".into(),
-    ))
+    let bootloader =
+        crate::boot::from_config(config).map_err(|e| Error::Bootloader(super::error::chain(&e)))?;
+    let booted = crate::slot::booted::detect(config);
+    let outcome = crate::boot::mark::mark(
+        config,
+        bootloader.as_ref(),
+        booted.bootname(),
+        state,
+        identifier,
+    )?;
+    Ok((outcome.slot.to_string(), outcome.message))
 }
 
 /// Checks a mark state the way RAUC spells it.
-pub fn parse_mark_state(state: &str) -> Result<&'static str, Error> {
+pub fn parse_mark_state(state: &str) -> Result<MarkState, Error> {
     match state {
-        "good" => Ok("good"),
-        "bad" => Ok("bad"),
-        "active" => Ok("active"),
+        "good" => Ok(MarkState::Good),
+        "bad" => Ok(MarkState::Bad),
+        "active" => Ok(MarkState::Active),
         other => Err(Error::InvalidArgument(format!(
             "unknown state {:?}: expected \"good\", \"bad\" or \"active\"",
             other.chars().take(80).collect::<String>()

@@ -6,6 +6,7 @@
 
 use zbus::DBusError;
 
+use crate::boot::mark::MarkError;
 use crate::bundle::BundleError;
 use crate::install::InstallError;
 use crate::status::StatusError;
@@ -138,6 +139,16 @@ fn bundle_error_kind(e: &BundleError) -> fn(String) -> Error {
     match e {
         BundleError::Pending(_) => Error::NotSupported,
         _ => Error::BundleInvalid,
+    }
+}
+
+impl From<MarkError> for Error {
+    fn from(e: MarkError) -> Self {
+        let msg = chain(&e);
+        match e {
+            MarkError::Backend { .. } => Self::Bootloader(msg),
+            _ => Self::NoSuchSlot(msg),
+        }
     }
 }
 
