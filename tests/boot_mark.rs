@@ -55,6 +55,15 @@ fn backends() -> Vec<Backend> {
             },
         },
         Backend {
+            name: "uboot",
+            family: Family::Counting,
+            make: |extra, n| {
+                let dev = Device::new("uboot", "fw-env-config = \"fw_env.config\"", extra, n);
+                common_boot::setup_uboot_env(&dev, "bootdelay=0\n");
+                dev
+            },
+        },
+        Backend {
             name: "noop",
             family: Family::Noop,
             make: |extra, n| Device::new("noop", "", extra, n),

@@ -13,6 +13,8 @@ pub mod grub;
 pub mod grubenv;
 pub mod mark;
 pub mod noop;
+pub mod uboot;
+pub mod ubootenv;
 
 /// A slot's state as the bootloader sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -122,6 +124,11 @@ pub fn from_config(config: &SystemConfig) -> Result<Box<dyn Bootloader>, BootErr
             )
             .map_err(config_error)?,
         ),
+        BootloaderKind::Uboot => Box::new(uboot::UbootBootloader::new(
+            section.fw_env_config.clone(),
+            bootnames,
+            attempts,
+        )),
         other => {
             return Err(BootError::Other(format!(
                 "bootloader = \"{}\" is not available in this build yet",

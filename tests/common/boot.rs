@@ -63,3 +63,26 @@ pub fn run(cmd: &mut std::process::Command) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Gives `dev` a redundant U-Boot environment: both copies in `env.bin`
+/// (offsets 0 and 0x2000, 0x2000 bytes each), described by `fw_env.config`,
+/// initialised by `mkenvimage` with the variables in `init` (`name=value` lines).
+pub fn setup_uboot_env(dev: &Device, init: &str) {
+    let env = dev.path("env.bin");
+    std::fs::write(
+        dev.path("fw_env.config"),
+        format!(
+            "# redundant environment\n{0} 0x0 0x2000\n{0} 0x2000 0x2000\n",
+            env.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dev.path("init.txt"), init).unwrap();
+    run(std::process::Command::new("mkenvimage")
+        .args(["-r", "-s", "0x2000", "-o"])
+        .arg(dev.path("copy.bin"))
+        .arg(dev.path("init.txt")));
+    let mut image = std::fs::read(dev.path("copy.bin")).unwrap();
+    image.resize(2 * 0x2000, 0);
+    std::fs::write(&env, image).unwrap();
+}
