@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common_boot::{Device, b, run};
 use didymos::boot::ubootenv::{FwEnvConfig, active_copy, decode};
-use didymos::boot::{BootState, Bootloader, from_config};
+use didymos::boot::{BootState, from_config};
 
 const SIZE: usize = 0x2000;
 

@@ -268,7 +268,8 @@ mod tests {
     #[test]
     fn variables_and_counters() {
         let ab = [b("A"), b("B")];
-        let cases: &[(&[(&str, &str)], &[&str], [u32; 2])] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], [u32; 2]);
+        let cases: &[Case] = &[
             (&[], &["A", "B"], [3, 0]),
             (
                 &[

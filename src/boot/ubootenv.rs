@@ -246,7 +246,8 @@ mod tests {
 
     #[test]
     fn fw_env_config() {
-        let ok: &[(&str, Vec<(&str, u64, u64)>)] = &[
+        type Case<'a> = (&'a str, Vec<(&'a str, u64, u64)>);
+        let ok: &[Case] = &[
             ("/env 0 0x4000\n", vec![("/env", 0, 0x4000)]),
             (
                 "# comment\n/a.bin 0x0 0x2000 # copy 1\n\n/b.bin 8192 0x2000 0x1000 1\n",
