@@ -64,6 +64,11 @@ fn backends() -> Vec<Backend> {
             },
         },
         Backend {
+            name: "custom",
+            family: Family::Counting,
+            make: common_boot::custom_device,
+        },
+        Backend {
             name: "noop",
             family: Family::Noop,
             make: |extra, n| Device::new("noop", "", extra, n),

@@ -8,6 +8,7 @@ use crate::config::{BootloaderKind, SystemConfig};
 use crate::slot::Bootname;
 
 pub mod counting;
+pub mod custom;
 pub mod file;
 pub mod grub;
 pub mod grubenv;
@@ -129,6 +130,12 @@ pub fn from_config(config: &SystemConfig) -> Result<Box<dyn Bootloader>, BootErr
             bootnames,
             attempts,
         )),
+        BootloaderKind::Custom => {
+            let script = section.custom_script.clone().ok_or_else(|| {
+                config_error("bootloader = \"custom\" needs custom-script = \"...\"".into())
+            })?;
+            Box::new(custom::CustomBootloader::new(script, bootnames))
+        }
         other => {
             return Err(BootError::Other(format!(
                 "bootloader = \"{}\" is not available in this build yet",

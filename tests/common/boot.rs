@@ -86,3 +86,18 @@ pub fn setup_uboot_env(dev: &Device, init: &str) {
     image.resize(2 * 0x2000, 0);
     std::fs::write(&env, image).unwrap();
 }
+
+/// A device with `bootloader = "custom"` using the test script
+/// `tests/bootloader/custom-script.sh`, copied into the device directory
+/// (it keeps its state next to itself).
+pub fn custom_device(system_extra: &str, slots: usize) -> Device {
+    let dev = Device::new(
+        "custom",
+        "custom-script = \"custom.sh\"",
+        system_extra,
+        slots,
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bootloader/custom-script.sh");
+    std::fs::copy(script, dev.path("custom.sh")).unwrap();
+    dev
+}
