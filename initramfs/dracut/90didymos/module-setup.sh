@@ -1,0 +1,38 @@
+#!/bin/bash
+# dracut module: didymos-setup-root mounts the slot the bootloader chose
+# (didymos.slot=) from the store partition (didymos.store=) at /sysroot.
+
+check() {
+	require_binaries didymos-setup-root || return 1
+	# Only when asked for (dracut -a didymos or add_dracutmodules+=" didymos ").
+	return 255
+}
+
+depends() {
+	return 0
+}
+
+installkernel() {
+	instmods erofs overlay loop ext4
+}
+
+install() {
+	inst_binary /usr/bin/didymos-setup-root
+	inst_simple /etc/didymos/system.conf
+	# The keyring the slot's signature is checked against (the path
+	# system.conf names; the default is below).
+	local keyring
+	keyring=$(sed -n 's/^[[:space:]]*path[[:space:]]*=[[:space:]]*"\(.*\)".*/\1/p' \
+		/etc/didymos/system.conf | head -n1)
+	inst_simple "${keyring:-/etc/didymos/keyring.pem}"
+	inst_simple /etc/didymos/keyring.pem 2>/dev/null || :
+
+	if dracut_module_included "systemd"; then
+		inst_simple "$moddir/didymos-setup-root.service" \
+			"$systemdsystemunitdir/didymos-setup-root.service"
+		$SYSTEMCTL -q --root "$initdir" add-requires initrd-root-fs.target \
+			didymos-setup-root.service
+	else
+		inst_hook mount 10 "$moddir/didymos-mount.sh"
+	fi
+}
