@@ -1,78 +1,55 @@
 //! The signed bundle: format, manifest, signature, creation and reading.
 //!
-//! CONTRACT (the install engine, the D-Bus service and setup-root code against
-//! these names; the bodies are being filled in):
-//!
-//! - [`Bundle::open`] reads and bounds the header, manifest and signature only;
+//! - [`Bundle::open`] (or [`Bundle::from_file`], [`Bundle::from_source`])
+//!   reads and bounds the header, manifest and signature only;
 //! - [`Bundle::verify`] checks the CMS signature against a [`Keyring`] and the
 //!   object index against the manifest, and is the only way to get a
 //!   [`VerifiedBundle`];
 //! - [`VerifiedBundle`] reads the image (checked against the manifest digest)
 //!   and streams objects out (checked against their digests as they stream).
+//!
+//! The trust chain is signature → manifest → index and image → objects; no
+//! byte is used before the link above it was checked. The byte layout is in
+//! `docs/bundle-format.md` and [`format`].
 
-use std::io::Write;
-use std::path::Path;
+use std::fmt;
+use std::path::PathBuf;
 
 use crate::Digest;
 use crate::keyring::Keyring;
 
-/// The manifest: what the signature covers. Serialized as TOML.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Manifest {
-    /// Bundle format version.
-    pub format: u32,
-    pub compatible: String,
-    pub version: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub build: String,
-    /// RFC 3339 creation time (UTC).
-    pub created: String,
-    pub image: ManifestImage,
-    pub objects: ManifestObjects,
-    /// For delta bundles: the images whose objects this bundle leaves out.
-    #[serde(default, rename = "base", skip_serializing_if = "Vec::is_empty")]
-    pub bases: Vec<ManifestBase>,
-}
+pub mod create;
+pub mod devpki;
+mod error;
+pub mod extract;
+pub mod format;
+pub mod manifest;
+mod read;
+pub mod resign;
+pub mod signature;
+pub mod source;
+mod verify;
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ManifestImage {
-    /// fs-verity digest of the composefs image.
-    pub digest: Digest,
-    pub size: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ManifestObjects {
-    /// Objects carried in this bundle.
-    pub count: u64,
-    /// Their total size once decoded.
-    pub size: u64,
-    /// Their total size as stored in the bundle.
-    pub stored_size: u64,
-    /// Objects the image references (carried or not).
-    pub referenced: u64,
-    /// SHA-256 of the object index region.
-    pub index_sha256: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ManifestBase {
-    pub image: Digest,
-    #[serde(default)]
-    pub version: String,
-}
+pub use error::BundleError;
+pub use manifest::{Manifest, ManifestBase, ManifestError, ManifestImage, ManifestObjects};
+pub use read::{Bundle, VerifiedBundle};
+pub use source::{FileSource, ReadAt};
+pub use verify::PayloadReport;
 
 /// How an object is stored in the bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     Raw,
     Zstd,
+}
+
+impl Encoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Raw => "raw",
+            Encoding::Zstd => "zstd",
+        }
+    }
 }
 
 /// One object index entry.
@@ -98,77 +75,29 @@ pub struct SignerInfo {
     pub chain: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BundleError {
-    #[error("{0}")]
-    Pending(String),
+/// A region of the bundle file, for naming where a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    Header,
+    Manifest,
+    Signature,
+    Index,
+    Image,
+    Objects,
+    Object(Digest),
 }
 
-/// An opened, not yet verified bundle.
-pub struct Bundle {
-    _private: (),
-}
-
-impl Bundle {
-    pub fn open(_path: &Path) -> Result<Bundle, BundleError> {
-        Err(BundleError::Pending(
-            "bundle reading is not implemented yet".into(),
-        ))
-    }
-
-    /// The manifest as parsed, before verification (for `info --no-verify`).
-    pub fn manifest_unverified(&self) -> &Manifest {
-        unreachable!()
-    }
-
-    pub fn verify(self, _keyring: &Keyring) -> Result<VerifiedBundle, BundleError> {
-        Err(BundleError::Pending(
-            "bundle verification is not implemented yet".into(),
-        ))
-    }
-}
-
-/// A bundle whose signature and index were checked. Only [`Bundle::verify`] makes one.
-pub struct VerifiedBundle {
-    _private: (),
-}
-
-impl VerifiedBundle {
-    pub fn manifest(&self) -> &Manifest {
-        unreachable!()
-    }
-    /// The manifest bytes exactly as signed.
-    pub fn manifest_bytes(&self) -> &[u8] {
-        unreachable!()
-    }
-    /// The CMS signature (DER).
-    pub fn signature_bytes(&self) -> &[u8] {
-        unreachable!()
-    }
-    /// SHA-256 of the manifest bytes, hex.
-    pub fn manifest_hash(&self) -> String {
-        unreachable!()
-    }
-    pub fn signer(&self) -> &SignerInfo {
-        unreachable!()
-    }
-    /// The objects this bundle carries, sorted by digest.
-    pub fn index(&self) -> &[IndexEntry] {
-        unreachable!()
-    }
-    /// Reads the composefs image and checks it against the manifest's digest.
-    pub fn read_image(&self) -> Result<Vec<u8>, BundleError> {
-        unreachable!()
-    }
-    /// Decodes one object into `out`, computing its fs-verity digest as it
-    /// streams; fails (after writing) if the digest does not match the entry.
-    /// Callers must not make the written bytes visible before this returns Ok.
-    pub fn copy_object(
-        &self,
-        _entry: &IndexEntry,
-        _out: &mut dyn Write,
-    ) -> Result<(), BundleError> {
-        unreachable!()
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Region::Header => f.write_str("header"),
+            Region::Manifest => f.write_str("manifest"),
+            Region::Signature => f.write_str("signature"),
+            Region::Index => f.write_str("object index"),
+            Region::Image => f.write_str("image"),
+            Region::Objects => f.write_str("objects"),
+            Region::Object(d) => write!(f, "object {d}"),
+        }
     }
 }
 
@@ -176,11 +105,25 @@ impl VerifiedBundle {
 /// keyring and parses the manifest it covers. Used at boot by setup-root and
 /// by `status`/`fsck` to re-check installed slots.
 pub fn verify_manifest_signature(
-    _manifest: &[u8],
-    _signature: &[u8],
-    _keyring: &Keyring,
+    manifest: &[u8],
+    signature: &[u8],
+    keyring: &Keyring,
 ) -> Result<(Manifest, SignerInfo), BundleError> {
-    Err(BundleError::Pending(
-        "signature verification is not implemented yet".into(),
-    ))
+    if manifest.len() as u64 > format::MAX_MANIFEST_SIZE {
+        return Err(BundleError::TooLarge {
+            region: Region::Manifest,
+            len: manifest.len() as u64,
+            limit: format::MAX_MANIFEST_SIZE,
+        });
+    }
+    let signer = signature::verify(manifest, signature, keyring)?;
+    let parsed = Manifest::parse(manifest).map_err(BundleError::Manifest)?;
+    Ok((parsed, signer))
+}
+
+/// Where a bundle came from, for messages.
+pub(crate) fn describe(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "bundle".into())
 }

@@ -1,12 +1,294 @@
 //! `didymos bundle …`: the build host's commands.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context as _;
+use didymos::bundle::create::{self, CreateOptions, PASSPHRASE_ENV, Signer};
+use didymos::bundle::{Bundle, extract, resign};
+use didymos::config::CheckPurpose;
+use didymos::keyring::{Keyring, KeyringOptions};
 
 use super::Global;
 
 #[derive(clap::Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Create a signed bundle from a root filesystem (directory or tar archive).
+    Create(CreateArgs),
+    /// Verify a bundle's whole chain: signature, manifest, index, image, every object.
+    Verify(VerifyArgs),
+    /// Verify a bundle and write its image and objects to a directory.
+    Extract(ExtractArgs),
+    /// Sign a bundle's manifest again with another key (key rotation).
+    Resign(ResignArgs),
+}
 
-pub fn run(cmd: Command, _global: &Global) -> anyhow::Result<ExitCode> {
-    match cmd {}
+#[derive(clap::Args)]
+pub struct CreateArgs {
+    /// The root filesystem: a directory, or a tar archive (plain, gzip or zstd).
+    #[arg(long, value_name = "DIR|TAR")]
+    rootfs: PathBuf,
+    /// Where to write the bundle.
+    #[arg(long, short, value_name = "FILE")]
+    output: PathBuf,
+    /// Signing certificate (PEM).
+    #[arg(long, value_name = "PEM")]
+    cert: PathBuf,
+    /// Signing key (PEM); an encrypted key's passphrase comes from $DIDYMOS_KEY_PASSPHRASE.
+    #[arg(long, value_name = "PEM")]
+    key: PathBuf,
+    /// Intermediate certificates to embed (repeatable).
+    #[arg(long, value_name = "PEM")]
+    intermediate: Vec<PathBuf>,
+    /// The device compatible string this bundle is for.
+    #[arg(long)]
+    compatible: String,
+    /// The version of the software in the bundle.
+    #[arg(long)]
+    version: String,
+    #[arg(long, default_value = "")]
+    description: String,
+    /// A build identifier.
+    #[arg(long, default_value = "")]
+    build: String,
+    /// Make a delta bundle leaving out objects this bundle or composefs image already has (repeatable).
+    #[arg(long, value_name = "BUNDLE|IMAGE")]
+    base: Vec<PathBuf>,
+    /// zstd compression level for objects.
+    #[arg(long, default_value_t = create::DEFAULT_ZSTD_LEVEL)]
+    zstd_level: i32,
+    /// Worker threads (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+/// The keyring options every verifying command takes (RAUC's `[keyring]`).
+#[derive(clap::Args)]
+pub struct KeyringArgs {
+    /// Trusted CA certificates (PEM). Default: system.conf's [keyring] path.
+    #[arg(long, value_name = "PEM")]
+    pub keyring: Option<PathBuf>,
+    /// Extended key usage the signer must have.
+    #[arg(long, value_enum)]
+    pub check_purpose: Option<PurposeArg>,
+    /// Accept a chain ending at an intermediate in the keyring.
+    #[arg(long)]
+    pub allow_partial_chain: bool,
+    /// Accept only signers with one of these common names (repeatable).
+    #[arg(long = "allowed-signer-cn", value_name = "CN")]
+    pub allowed_signer_cns: Vec<String>,
+    /// Check certificate validity at the bundle's signing time.
+    #[arg(long)]
+    pub use_bundle_signing_time: bool,
+    /// Do not check certificate validity times.
+    #[arg(long)]
+    pub no_check_time: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum PurposeArg {
+    Codesign,
+    Smimesign,
+    Any,
+}
+
+impl KeyringArgs {
+    /// The keyring from `--keyring` plus flags, or else from system.conf.
+    pub fn load(&self, global: &Global) -> anyhow::Result<Keyring> {
+        let (path, mut options) = match &self.keyring {
+            Some(p) => (p.clone(), KeyringOptions::default()),
+            None => {
+                let conf = global
+                    .config()
+                    .context("no --keyring given and the device configuration cannot be read")?;
+                (
+                    conf.keyring.path.clone(),
+                    KeyringOptions::from_section(&conf.keyring),
+                )
+            }
+        };
+        if let Some(p) = self.check_purpose {
+            options.check_purpose = match p {
+                PurposeArg::Codesign => CheckPurpose::Codesign,
+                PurposeArg::Smimesign => CheckPurpose::Smimesign,
+                PurposeArg::Any => CheckPurpose::Any,
+            };
+        }
+        options.allow_partial_chain |= self.allow_partial_chain;
+        options.use_bundle_signing_time |= self.use_bundle_signing_time;
+        options.no_check_time |= self.no_check_time;
+        if !self.allowed_signer_cns.is_empty() {
+            options.allowed_signer_cns = self.allowed_signer_cns.clone();
+        }
+        Ok(Keyring::from_pem_file(&path, options)?)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    keyring: KeyringArgs,
+    bundle: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct ExtractArgs {
+    #[command(flatten)]
+    keyring: KeyringArgs,
+    bundle: PathBuf,
+    /// Destination: gets image.cfs and objects/xx/<62 hex>.
+    dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct ResignArgs {
+    /// Keyring the input bundle is checked against first.
+    #[command(flatten)]
+    keyring: KeyringArgs,
+    /// New signing certificate (PEM).
+    #[arg(long, value_name = "PEM")]
+    cert: PathBuf,
+    /// New signing key (PEM); passphrase from $DIDYMOS_KEY_PASSPHRASE.
+    #[arg(long, value_name = "PEM")]
+    key: PathBuf,
+    #[arg(long, value_name = "PEM")]
+    intermediate: Vec<PathBuf>,
+    input: PathBuf,
+    output: PathBuf,
+}
+
+pub fn run(cmd: Command, global: &Global) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Create(a) => create_cmd(a),
+        Command::Verify(a) => verify_cmd(a, global),
+        Command::Extract(a) => extract_cmd(a, global),
+        Command::Resign(a) => resign_cmd(a, global),
+    }
+}
+
+fn passphrase() -> Option<String> {
+    std::env::var(PASSPHRASE_ENV).ok()
+}
+
+/// `SOURCE_DATE_EPOCH`, if set, is the creation time (reproducible builds).
+fn source_date_epoch() -> anyhow::Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => Ok(Some(v.trim().parse().with_context(|| {
+            format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
+        })?)),
+        Err(_) => Ok(None),
+    }
+}
+
+fn create_cmd(a: CreateArgs) -> anyhow::Result<ExitCode> {
+    let opts = CreateOptions {
+        rootfs: a.rootfs,
+        output: a.output.clone(),
+        cert: a.cert,
+        key: a.key,
+        key_passphrase: passphrase(),
+        intermediates: a.intermediate,
+        compatible: a.compatible,
+        version: a.version,
+        description: a.description,
+        build: a.build,
+        bases: a.base,
+        created: source_date_epoch()?,
+        zstd_level: a.zstd_level,
+        threads: a.threads,
+    };
+    let s = create::create(&opts)
+        .with_context(|| format!("cannot create bundle {}", a.output.display()))?;
+    let m = &s.manifest;
+    println!(
+        "created {} ({} bytes) in {:.1?}",
+        s.output.display(),
+        s.file_size,
+        s.elapsed
+    );
+    println!("  image      {} ({} bytes)", m.image.digest, m.image.size);
+    println!(
+        "  objects    {} carried ({} bytes, {} stored), {} referenced, {} from base",
+        m.objects.count,
+        m.objects.size,
+        m.objects.stored_size,
+        m.objects.referenced,
+        s.objects_in_base
+    );
+    println!(
+        "  tree       {} directories, {} files ({} inline), {} symlinks, {} devices, {} hardlinks",
+        s.tree.directories,
+        s.tree.regular_files,
+        s.tree.inline_files,
+        s.tree.symlinks,
+        s.tree.devices,
+        s.tree.hardlinks
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open_verified(
+    path: &Path,
+    keyring: &KeyringArgs,
+    global: &Global,
+) -> anyhow::Result<didymos::bundle::VerifiedBundle> {
+    let keyring = keyring.load(global)?;
+    let bundle = Bundle::open(path)?;
+    bundle
+        .verify(&keyring)
+        .with_context(|| format!("{} failed verification", path.display()))
+}
+
+fn verify_cmd(a: VerifyArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let v = open_verified(&a.bundle, &a.keyring, global)?;
+    let report = v
+        .verify_payload(&|_, _| {})
+        .with_context(|| format!("{} failed verification", a.bundle.display()))?;
+    println!("{}: OK", a.bundle.display());
+    println!("  signer     {}", v.signer().subject);
+    println!(
+        "  image      {} ({} bytes)",
+        v.manifest().image.digest,
+        report.image_size
+    );
+    println!(
+        "  objects    {} checked ({} bytes), {} referenced",
+        report.checked, report.bytes, report.referenced
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn extract_cmd(a: ExtractArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let v = open_verified(&a.bundle, &a.keyring, global)?;
+    let s = extract::extract(&v, &a.dir).with_context(|| {
+        format!(
+            "cannot extract {} into {}",
+            a.bundle.display(),
+            a.dir.display()
+        )
+    })?;
+    println!(
+        "extracted {}: {} objects written ({} bytes), {} already present",
+        s.image.display(),
+        s.objects_written,
+        s.bytes,
+        s.objects_present
+    );
+    if v.manifest().is_delta() {
+        println!("  note: this is a delta bundle; objects its base provides are not included");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn resign_cmd(a: ResignArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let v = open_verified(&a.input, &a.keyring, global)?;
+    let signer = Signer::load(&a.cert, &a.key, passphrase().as_deref(), &a.intermediate)?;
+    let size = resign::resign(&v, &signer, &a.output)
+        .with_context(|| format!("cannot write {}", a.output.display()))?;
+    println!(
+        "re-signed {} as {} ({size} bytes)",
+        a.input.display(),
+        a.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

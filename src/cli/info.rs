@@ -1,12 +1,152 @@
-//! `didymos info`.
+//! `didymos info`: what a bundle contains and whether it verifies.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use didymos::bundle::{Bundle, BundleError, Manifest, SignerInfo};
+
 use super::Global;
+use super::bundle::KeyringArgs;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    keyring: KeyringArgs,
+    /// Show the manifest without checking the signature.
+    #[arg(long, conflicts_with = "keyring")]
+    no_verify: bool,
+    #[arg(long, value_enum, default_value = "readable")]
+    output_format: Format,
+    bundle: PathBuf,
+}
 
-pub fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`didymos info` is not available in this build yet")
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Readable,
+    Json,
+}
+
+enum Verdict {
+    Skipped,
+    Verified(SignerInfo),
+    Failed(BundleError),
+}
+
+pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let bundle = Bundle::open(&args.bundle)?;
+    let manifest = bundle.manifest_unverified().clone();
+    let header = *bundle.header();
+    let verdict = if args.no_verify {
+        Verdict::Skipped
+    } else {
+        let keyring = args.keyring.load(global)?;
+        match bundle.verify(&keyring) {
+            Ok(v) => Verdict::Verified(v.signer().clone()),
+            Err(e) => Verdict::Failed(e),
+        }
+    };
+    let file_size = header.file_size();
+    match args.output_format {
+        Format::Readable => print!("{}", readable(&args.bundle, &manifest, file_size, &verdict)),
+        Format::Json => println!("{}", json(&args.bundle, &manifest, file_size, &verdict)),
+    }
+    Ok(match verdict {
+        Verdict::Failed(_) => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+fn readable(path: &std::path::Path, m: &Manifest, file_size: u64, verdict: &Verdict) -> String {
+    let mut s = String::new();
+    let mut line = |k: &str, v: String| s.push_str(&format!("{k:<14}{v}\n"));
+    line("Bundle:", path.display().to_string());
+    line("Compatible:", m.compatible.clone());
+    line("Version:", m.version.clone());
+    if !m.description.is_empty() {
+        line("Description:", m.description.clone());
+    }
+    if !m.build.is_empty() {
+        line("Build:", m.build.clone());
+    }
+    line("Created:", m.created.clone());
+    line("Format:", m.format.to_string());
+    line("Size:", format!("{file_size} bytes"));
+    line(
+        "Image:",
+        format!("{} ({} bytes)", m.image.digest, m.image.size),
+    );
+    line(
+        "Objects:",
+        format!(
+            "{} carried, {} referenced by the image",
+            m.objects.count, m.objects.referenced
+        ),
+    );
+    line(
+        "Payload:",
+        format!(
+            "{} bytes, {} bytes as stored",
+            m.objects.size, m.objects.stored_size
+        ),
+    );
+    if m.bases.is_empty() {
+        line("Type:", "full (carries every object)".into());
+    } else {
+        line(
+            "Type:",
+            format!(
+                "delta ({} objects expected on the device)",
+                m.objects.referenced - m.objects.count
+            ),
+        );
+        for b in &m.bases {
+            let v = if b.version.is_empty() {
+                String::new()
+            } else {
+                format!(" (version {})", b.version)
+            };
+            line("Base image:", format!("{}{v}", b.image));
+        }
+    }
+    match verdict {
+        Verdict::Skipped => line("Verified:", "not checked (--no-verify)".into()),
+        Verdict::Verified(signer) => {
+            line("Signer:", signer.subject.clone());
+            for (i, c) in signer.chain.iter().enumerate().skip(1) {
+                line(if i == 1 { "Chain:" } else { "" }, c.clone());
+            }
+            line(
+                "Verified:",
+                "yes (signature, manifest, object index; `didymos bundle verify` checks every object)".into(),
+            );
+        }
+        Verdict::Failed(e) => line("Verified:", format!("NO: {e}")),
+    }
+    s
+}
+
+fn json(path: &std::path::Path, m: &Manifest, file_size: u64, verdict: &Verdict) -> String {
+    let (verified, signer, error) = match verdict {
+        Verdict::Skipped => (
+            serde_json::Value::Null,
+            serde_json::Value::Null,
+            serde_json::Value::Null,
+        ),
+        Verdict::Verified(s) => (
+            true.into(),
+            serde_json::json!({"subject": s.subject, "common-name": s.common_name, "chain": s.chain}),
+            serde_json::Value::Null,
+        ),
+        Verdict::Failed(e) => (false.into(), serde_json::Value::Null, e.to_string().into()),
+    };
+    serde_json::json!({
+        "bundle": path.display().to_string(),
+        "size": file_size,
+        "manifest": m,
+        "delta": m.is_delta(),
+        "verified": verified,
+        "signer": signer,
+        "error": error,
+    })
+    .to_string()
 }

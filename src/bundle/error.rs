@@ -1,0 +1,136 @@
+//! What can go wrong reading or checking a bundle. One variant per cause,
+//! so callers (the daemon's D-Bus error names) can tell them apart.
+
+use std::path::PathBuf;
+
+use super::format::LayoutError;
+use super::{ManifestError, Region};
+use crate::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot open bundle {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read the {region} of the bundle: {source}")]
+    Read {
+        region: Region,
+        source: std::io::Error,
+    },
+    /// Not a bundle at all, or of a newer format.
+    #[error("{0}")]
+    NotABundle(LayoutError),
+    /// The header or the region layout is damaged or the file is cut short.
+    #[error("bundle header is damaged: {0}")]
+    Layout(LayoutError),
+    #[error("bundle is truncated: {0}")]
+    Truncated(LayoutError),
+    #[error("{region} is {len} bytes, more than the limit of {limit}")]
+    TooLarge {
+        region: Region,
+        len: u64,
+        limit: u64,
+    },
+    #[error("{0}; the bundle is damaged or was not made by didymos")]
+    Manifest(ManifestError),
+    #[error("signature is malformed: {detail}")]
+    SignatureMalformed { detail: String },
+    #[error(
+        "signature does not match the manifest (signed by {signer}): the manifest or signature was modified ({detail})"
+    )]
+    SignatureInvalid { signer: String, detail: String },
+    #[error(
+        "signer {signer} is not trusted by keyring {keyring}: certificate {certificate} (chain depth {depth}): {detail}; check that the bundle was signed for this keyring"
+    )]
+    UntrustedSigner {
+        signer: String,
+        certificate: String,
+        depth: u32,
+        detail: String,
+        keyring: PathBuf,
+    },
+    #[error(
+        "certificate {certificate} is not valid: {detail}; renew it, or set use-bundle-signing-time / no-check-time in [keyring] for devices without a real-time clock"
+    )]
+    CertificateTime { certificate: String, detail: String },
+    #[error(
+        "signer {signer} lacks the required extended key usage {required} (it has: {found}); issue a signing certificate with that usage or change check-purpose in [keyring]"
+    )]
+    SignerPurpose {
+        signer: String,
+        required: String,
+        found: String,
+    },
+    #[error("signer common name {common_name:?} is not in allowed-signer-cns {allowed:?}")]
+    SignerNotAllowed {
+        common_name: String,
+        allowed: Vec<String>,
+    },
+    #[error(
+        "object index does not match the manifest: expected SHA-256 {expected}, found {actual}"
+    )]
+    IndexDigestMismatch { expected: String, actual: String },
+    #[error("object index is invalid: {0}")]
+    IndexInvalid(String),
+    #[error(
+        "image digest mismatch: the manifest names {expected}, the image in the bundle is {actual}"
+    )]
+    ImageDigestMismatch { expected: Digest, actual: Digest },
+    #[error("image is invalid: {0}")]
+    ImageInvalid(String),
+    #[error("object {digest} is damaged: its content has digest {actual}")]
+    ObjectDigestMismatch { digest: Digest, actual: Digest },
+    #[error("object {digest} is damaged: the index says {expected} bytes, decoding gave {actual}")]
+    ObjectSizeMismatch {
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("object {digest} cannot be decoded: {detail}")]
+    ObjectDecode { digest: Digest, detail: String },
+    #[error("object {0} is not in this bundle's index")]
+    NotInIndex(Digest),
+    #[error("object {0} is carried by the bundle but the image does not reference it")]
+    ObjectNotReferenced(Digest),
+    #[error("cannot write object {digest}: {source}")]
+    Output {
+        digest: Digest,
+        source: std::io::Error,
+    },
+}
+
+impl BundleError {
+    /// The bundle region a failure points at, when there is one.
+    pub fn region(&self) -> Option<Region> {
+        Some(match self {
+            BundleError::Layout(LayoutError::Index(_)) => Region::Index,
+            BundleError::NotABundle(_) | BundleError::Layout(_) => Region::Header,
+            BundleError::Read { region, .. } | BundleError::TooLarge { region, .. } => *region,
+            BundleError::Manifest(_) => Region::Manifest,
+            BundleError::SignatureMalformed { .. } | BundleError::SignatureInvalid { .. } => {
+                Region::Signature
+            }
+            BundleError::IndexDigestMismatch { .. } | BundleError::IndexInvalid(_) => Region::Index,
+            BundleError::ImageDigestMismatch { .. } | BundleError::ImageInvalid(_) => Region::Image,
+            BundleError::ObjectDigestMismatch { digest, .. }
+            | BundleError::ObjectSizeMismatch { digest, .. }
+            | BundleError::ObjectDecode { digest, .. }
+            | BundleError::ObjectNotReferenced(digest) => Region::Object(*digest),
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn from_layout(e: LayoutError) -> Self {
+        match e {
+            LayoutError::BadMagic { .. } | LayoutError::UnsupportedVersion { .. } => {
+                BundleError::NotABundle(e)
+            }
+            LayoutError::ShortHeader { .. } | LayoutError::Truncated { .. } => {
+                BundleError::Truncated(e)
+            }
+            other => BundleError::Layout(other),
+        }
+    }
+}

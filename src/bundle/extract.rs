@@ -1,0 +1,71 @@
+//! Writing a verified bundle out as `image.cfs` plus an
+//! `mkcomposefs --digest-store`-style `objects/xx/<62 hex>` tree.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::{BundleError, VerifiedBundle};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtractSummary {
+    pub image: PathBuf,
+    pub objects_written: u64,
+    /// Objects already present in the destination (same name), left alone.
+    pub objects_present: u64,
+    pub bytes: u64,
+}
+
+/// Extracts `bundle` into `dir` (created if missing). Every object is
+/// written to a temporary file, checked, and only then renamed into place.
+pub fn extract(bundle: &VerifiedBundle, dir: &Path) -> Result<ExtractSummary, ExtractError> {
+    let werr = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ExtractError::Write { path, source }
+    };
+    fs::create_dir_all(dir).map_err(werr(dir))?;
+    let image = bundle.read_image()?;
+    let objects = dir.join("objects");
+    fs::create_dir_all(&objects).map_err(werr(&objects))?;
+    let mut summary = ExtractSummary {
+        image: dir.join("image.cfs"),
+        objects_written: 0,
+        objects_present: 0,
+        bytes: 0,
+    };
+    for entry in bundle.index() {
+        let target = dir.join(entry.digest.to_object_path());
+        if target.exists() {
+            summary.objects_present += 1;
+            continue;
+        }
+        let sub = target.parent().expect("object paths have a parent");
+        fs::create_dir_all(sub).map_err(werr(sub))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp.")
+            .tempfile_in(sub)
+            .map_err(werr(sub))?;
+        {
+            let mut w = io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+            bundle.copy_object(entry, &mut w)?;
+            w.flush().map_err(werr(&target))?;
+        }
+        tmp.persist(&target).map_err(|e| ExtractError::Write {
+            path: target.clone(),
+            source: e.error,
+        })?;
+        summary.objects_written += 1;
+        summary.bytes += entry.size;
+    }
+    crate::util::write_atomic(&summary.image, &image).map_err(werr(&summary.image))?;
+    Ok(summary)
+}

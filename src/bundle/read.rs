@@ -1,0 +1,304 @@
+//! Opening a bundle, checking its signature and index, and reading its
+//! image and objects.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+
+use super::format::{self, HEADER_SIZE, Header, Span};
+use super::source::{FileSource, RangeReader, ReadAt};
+use super::{BundleError, Encoding, IndexEntry, Manifest, Region, SignerInfo, signature};
+use crate::Digest;
+use crate::image::VerityHasher;
+use crate::keyring::Keyring;
+
+/// Largest zstd window accepted when decoding an object (2^27 = 128 MiB,
+/// zstd's own default limit); the encoder never needs more.
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+/// Read size when streaming objects.
+const CHUNK: usize = 1024 * 1024;
+
+/// An opened, not yet verified bundle.
+pub struct Bundle {
+    source: Arc<dyn ReadAt>,
+    path: Option<PathBuf>,
+    header: Header,
+    manifest_bytes: Vec<u8>,
+    signature: Vec<u8>,
+    manifest: Manifest,
+}
+
+fn read_span(source: &dyn ReadAt, span: Span, region: Region) -> Result<Vec<u8>, BundleError> {
+    // The layout check bounded every span by the file size (and the region's
+    // limit), so this allocation is never larger than the file.
+    let mut buf = vec![0u8; span.len as usize];
+    source
+        .read_exact_at(&mut buf, span.offset)
+        .map_err(|source| BundleError::Read { region, source })?;
+    Ok(buf)
+}
+
+impl Bundle {
+    /// Opens the bundle at `path`, reading the header, manifest and signature.
+    pub fn open(path: &Path) -> Result<Bundle, BundleError> {
+        let file = File::open(path).map_err(|source| BundleError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut b = Self::from_file(file)?;
+        b.path = Some(path.to_owned());
+        Ok(b)
+    }
+
+    /// Opens a bundle from an already-open file (an install by file descriptor);
+    /// the file is never reopened by name.
+    pub fn from_file(file: File) -> Result<Bundle, BundleError> {
+        let source = FileSource::new(file).map_err(|source| BundleError::Read {
+            region: Region::Header,
+            source,
+        })?;
+        Self::from_source(Arc::new(source))
+    }
+
+    /// Opens a bundle from any random-access source.
+    pub fn from_source(source: Arc<dyn ReadAt>) -> Result<Bundle, BundleError> {
+        let size = source.size();
+        let mut head = [0u8; HEADER_SIZE];
+        let n = (size.min(HEADER_SIZE as u64)) as usize;
+        source
+            .read_exact_at(&mut head[..n], 0)
+            .map_err(|source| BundleError::Read {
+                region: Region::Header,
+                source,
+            })?;
+        let header = Header::parse(&head[..n], size).map_err(BundleError::from_layout)?;
+        let manifest_bytes = read_span(&*source, header.manifest, Region::Manifest)?;
+        let signature = read_span(&*source, header.signature, Region::Signature)?;
+        let manifest = Manifest::parse(&manifest_bytes).map_err(BundleError::Manifest)?;
+        Ok(Bundle {
+            source,
+            path: None,
+            header,
+            manifest_bytes,
+            signature,
+            manifest,
+        })
+    }
+
+    /// The manifest as parsed, before verification (for `info --no-verify`).
+    pub fn manifest_unverified(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Where each region lies.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The path it was opened from, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The image, checked only against the digest in the not yet verified
+    /// manifest. For the build host (a `--base` bundle is the builder's own
+    /// earlier output); devices use [`VerifiedBundle::read_image`].
+    pub fn read_image_unverified(&self) -> Result<Vec<u8>, BundleError> {
+        let image = read_span(&*self.source, self.header.image, Region::Image)?;
+        let actual = crate::image::digest_bytes(&image);
+        let expected = self.manifest.image.digest;
+        if actual != expected {
+            return Err(BundleError::ImageDigestMismatch { expected, actual });
+        }
+        Ok(image)
+    }
+
+    /// Checks the signature against `keyring`, then the object index and the
+    /// image size against the signed manifest.
+    pub fn verify(self, keyring: &Keyring) -> Result<VerifiedBundle, BundleError> {
+        let signer = signature::verify(&self.manifest_bytes, &self.signature, keyring)?;
+        log::info!(
+            "{}: signature by {} verified",
+            super::describe(&self.path),
+            signer.subject
+        );
+        let m = &self.manifest;
+        // The index is checked against the signed hash before it is parsed.
+        let index_bytes = read_span(&*self.source, self.header.index, Region::Index)?;
+        let actual = hex::encode(Sha256::digest(&index_bytes));
+        if !actual.eq_ignore_ascii_case(&m.objects.index_sha256) {
+            return Err(BundleError::IndexDigestMismatch {
+                expected: m.objects.index_sha256.clone(),
+                actual,
+            });
+        }
+        let index = format::parse_index(&index_bytes, self.header.objects)
+            .map_err(|e| BundleError::IndexInvalid(e.to_string()))?;
+        let count = index.len() as u64;
+        let size: u64 = index.iter().map(|e| e.size).sum();
+        let stored: u64 = index.iter().map(|e| e.stored_size).sum();
+        let checks = [
+            ("objects.count", m.objects.count, count),
+            ("objects.size", m.objects.size, size),
+            ("objects.stored-size", m.objects.stored_size, stored),
+            ("image.size", m.image.size, self.header.image.len),
+        ];
+        for (what, expected, actual) in checks {
+            if expected != actual {
+                return Err(BundleError::IndexInvalid(format!(
+                    "manifest {what} is {expected} but the bundle has {actual}"
+                )));
+            }
+        }
+        Ok(VerifiedBundle {
+            bundle: self,
+            signer,
+            index,
+        })
+    }
+}
+
+/// A bundle whose signature and index were checked. Only [`Bundle::verify`] makes one.
+pub struct VerifiedBundle {
+    bundle: Bundle,
+    signer: SignerInfo,
+    index: Vec<IndexEntry>,
+}
+
+impl VerifiedBundle {
+    pub fn manifest(&self) -> &Manifest {
+        &self.bundle.manifest
+    }
+    /// The manifest bytes exactly as signed.
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.bundle.manifest_bytes
+    }
+    /// The CMS signature (DER).
+    pub fn signature_bytes(&self) -> &[u8] {
+        &self.bundle.signature
+    }
+    /// SHA-256 of the manifest bytes, hex.
+    pub fn manifest_hash(&self) -> String {
+        hex::encode(Sha256::digest(&self.bundle.manifest_bytes))
+    }
+    pub fn signer(&self) -> &SignerInfo {
+        &self.signer
+    }
+    /// The objects this bundle carries, sorted by digest.
+    pub fn index(&self) -> &[IndexEntry] {
+        &self.index
+    }
+    /// The index entry for `digest`, if the bundle carries that object.
+    pub fn entry(&self, digest: &Digest) -> Option<&IndexEntry> {
+        self.index
+            .binary_search_by(|e| e.digest.cmp(digest))
+            .ok()
+            .map(|i| &self.index[i])
+    }
+    /// The path the bundle was opened from, if it was opened by path.
+    pub fn bundle_path(&self) -> Option<&Path> {
+        self.bundle.path()
+    }
+    /// Where each region lies.
+    pub fn header(&self) -> &Header {
+        &self.bundle.header
+    }
+    /// The underlying byte source.
+    pub fn source(&self) -> &Arc<dyn ReadAt> {
+        &self.bundle.source
+    }
+
+    /// Reads the composefs image and checks it against the manifest's digest.
+    pub fn read_image(&self) -> Result<Vec<u8>, BundleError> {
+        let image = read_span(
+            &*self.bundle.source,
+            self.bundle.header.image,
+            Region::Image,
+        )?;
+        let actual = crate::image::digest_bytes(&image);
+        let expected = self.manifest().image.digest;
+        if actual != expected {
+            return Err(BundleError::ImageDigestMismatch { expected, actual });
+        }
+        Ok(image)
+    }
+
+    /// Decodes one object into `out`, computing its fs-verity digest as it
+    /// streams; fails (after writing) if the digest does not match the entry.
+    /// Callers must not make the written bytes visible before this returns Ok.
+    pub fn copy_object(&self, entry: &IndexEntry, out: &mut dyn Write) -> Result<(), BundleError> {
+        // Only entries of this bundle's checked index are read.
+        let entry = match self.entry(&entry.digest) {
+            Some(e) if e == entry => e,
+            _ => return Err(BundleError::NotInIndex(entry.digest)),
+        };
+        let digest = entry.digest;
+        let mut hasher = VerityHasher::new();
+        let mut emit = |buf: &[u8]| -> Result<(), BundleError> {
+            if hasher.len() + buf.len() as u64 > entry.size {
+                return Err(BundleError::ObjectSizeMismatch {
+                    digest,
+                    expected: entry.size,
+                    actual: hasher.len() + buf.len() as u64,
+                });
+            }
+            hasher.update(buf);
+            out.write_all(buf)
+                .map_err(|source| BundleError::Output { digest, source })
+        };
+        let source = &*self.bundle.source;
+        let mut buf = vec![0u8; CHUNK.min(entry.size.max(1) as usize).max(4096)];
+        match entry.encoding {
+            Encoding::Raw => {
+                let mut at = 0u64;
+                while at < entry.stored_size {
+                    let n = (entry.stored_size - at).min(buf.len() as u64) as usize;
+                    source
+                        .read_exact_at(&mut buf[..n], entry.offset + at)
+                        .map_err(|source| BundleError::Read {
+                            region: Region::Object(digest),
+                            source,
+                        })?;
+                    emit(&buf[..n])?;
+                    at += n as u64;
+                }
+            }
+            Encoding::Zstd => {
+                let decode_err = |e: std::io::Error| BundleError::ObjectDecode {
+                    digest,
+                    detail: e.to_string(),
+                };
+                let reader = RangeReader::new(source, entry.offset, entry.stored_size);
+                let mut dec = zstd::stream::read::Decoder::new(reader)
+                    .map_err(decode_err)?
+                    .single_frame();
+                dec.window_log_max(ZSTD_WINDOW_LOG_MAX)
+                    .map_err(decode_err)?;
+                loop {
+                    let n = match dec.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(decode_err(e)),
+                    };
+                    emit(&buf[..n])?;
+                }
+            }
+        }
+        if hasher.len() != entry.size {
+            return Err(BundleError::ObjectSizeMismatch {
+                digest,
+                expected: entry.size,
+                actual: hasher.len(),
+            });
+        }
+        let actual = hasher.finish();
+        if actual != digest {
+            return Err(BundleError::ObjectDigestMismatch { digest, actual });
+        }
+        Ok(())
+    }
+}
