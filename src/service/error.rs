@@ -135,9 +135,14 @@ impl From<BundleError> for Error {
 
 /// Which typed error a bundle error becomes.
 fn bundle_error_kind(e: &BundleError) -> fn(String) -> Error {
-    #[allow(unreachable_patterns)]
     match e {
-        BundleError::Pending(_) => Error::NotSupported,
+        BundleError::SignatureMalformed { .. }
+        | BundleError::SignatureInvalid { .. }
+        | BundleError::UntrustedSigner { .. }
+        | BundleError::CertificateTime { .. }
+        | BundleError::SignerPurpose { .. }
+        | BundleError::SignerNotAllowed { .. } => Error::SignatureInvalid,
+        BundleError::Open { .. } => Error::InvalidArgument,
         _ => Error::BundleInvalid,
     }
 }
