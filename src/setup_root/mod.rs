@@ -23,6 +23,10 @@ use crate::sys::composefs::{ComposefsOptions, ErofsBacking, OverlayLayers, Overl
 pub mod cmdline;
 pub mod device;
 pub mod tree;
+pub mod verify;
+
+mod flow;
+pub use flow::run;
 
 pub use cmdline::BootArgs;
 

@@ -2,7 +2,7 @@
 //! composefs image made with the composefs crate, and mount table lookups.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use composefs::fsverity::{FsVerityHashValue, Sha256HashValue};
 
@@ -81,7 +81,7 @@ pub fn mount_at(target: &Path) -> Option<(String, String, String, String)> {
         let (left, right) = line.split_once(" - ")?;
         let l: Vec<&str> = left.split(' ').collect();
         let r: Vec<&str> = right.split(' ').collect();
-        if PathBuf::from(l[4]) == target {
+        if Path::new(l[4]) == target {
             // The last one listed is the one on top.
             found = Some((
                 r[0].to_owned(),
