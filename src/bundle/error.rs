@@ -38,6 +38,10 @@ pub enum BundleError {
     #[error("signature is malformed: {detail}")]
     SignatureMalformed { detail: String },
     #[error(
+        "manifest was modified after signing: the signature covers SHA-256 {expected}, the manifest is {actual}"
+    )]
+    ManifestModified { expected: String, actual: String },
+    #[error(
         "signature does not match the manifest (signed by {signer}): the manifest or signature was modified ({detail})"
     )]
     SignatureInvalid { signer: String, detail: String },
@@ -108,7 +112,7 @@ impl BundleError {
             BundleError::Layout(LayoutError::Index(_)) => Region::Index,
             BundleError::NotABundle(_) | BundleError::Layout(_) => Region::Header,
             BundleError::Read { region, .. } | BundleError::TooLarge { region, .. } => *region,
-            BundleError::Manifest(_) => Region::Manifest,
+            BundleError::Manifest(_) | BundleError::ManifestModified { .. } => Region::Manifest,
             BundleError::SignatureMalformed { .. } | BundleError::SignatureInvalid { .. } => {
                 Region::Signature
             }

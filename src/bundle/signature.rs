@@ -102,9 +102,19 @@ pub fn verify(
         None,
         CMSOptions::BINARY | CMSOptions::NO_SIGNER_CERT_VERIFY,
     )
-    .map_err(|e| BundleError::SignatureInvalid {
-        signer: subject.clone(),
-        detail: e.to_string(),
+    .map_err(|e| {
+        // Tell a changed manifest from a damaged signature: the signed
+        // attributes name the SHA-256 of the content that was signed.
+        let actual = hex::encode(openssl::sha::sha256(manifest));
+        match signed_message_digest(signature) {
+            Some(expected) if expected != actual => {
+                BundleError::ManifestModified { expected, actual }
+            }
+            _ => BundleError::SignatureInvalid {
+                signer: subject.clone(),
+                detail: e.to_string(),
+            },
+        }
     })?;
 
     // 2. The chain, with the keyring's time rules.
@@ -244,6 +254,20 @@ fn describe_eku(eku: Option<X509ExtendedKeyUsage>) -> String {
     } else {
         found.join(", ")
     }
+}
+
+/// The `messageDigest` signed attribute (1.2.840.113549.1.9.4), hex: the
+/// SHA-256 of the content the signer signed. Used only to word an error.
+fn signed_message_digest(der: &[u8]) -> Option<String> {
+    const OID: [u8; 11] = [
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x04,
+    ];
+    let at = der.windows(OID.len()).position(|w| w == OID)? + OID.len();
+    let rest = der.get(at..)?;
+    if rest.get(..4)? != [0x31, 0x22, 0x04, 0x20] {
+        return None;
+    }
+    Some(hex::encode(rest.get(4..36)?))
 }
 
 /// `signingTime` (1.2.840.113549.1.9.5) from a CMS signature's signed

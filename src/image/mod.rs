@@ -144,6 +144,19 @@ pub fn referenced_objects(image: &[u8]) -> Result<BTreeSet<Digest>, ImageError> 
     Ok(ids.iter().map(from_id).collect())
 }
 
+/// The image in composefs's dumpfile format: one line per path with mode,
+/// size, link count, owner, device number, mtime, content or object digest
+/// and extended attributes. A readable form of the binary image for review
+/// and tests. Only call this on a trusted (digest-checked) image.
+pub fn dump(image: &[u8]) -> Result<String, ImageError> {
+    let fs = composefs::erofs::reader::erofs_to_filesystem::<ObjectId>(image)
+        .map_err(|e| ImageError::Invalid(format!("{e:#}")))?;
+    let mut out = Vec::new();
+    composefs::dumpfile::write_dumpfile(&mut out, &fs)
+        .map_err(|e| ImageError::Invalid(format!("{e:#}")))?;
+    String::from_utf8(out).map_err(|e| ImageError::Invalid(e.to_string()))
+}
+
 /// Writes a composefs V1 image from a tree whose external files have digests.
 fn write_image(fs: composefs::tree::FileSystem<ObjectId>) -> Result<Vec<u8>, ImageError> {
     let validated = composefs::erofs::writer::ValidatedFileSystem::new(fs)

@@ -138,6 +138,7 @@ fn bundle_error_kind(e: &BundleError) -> fn(String) -> Error {
     match e {
         BundleError::SignatureMalformed { .. }
         | BundleError::SignatureInvalid { .. }
+        | BundleError::ManifestModified { .. }
         | BundleError::UntrustedSigner { .. }
         | BundleError::CertificateTime { .. }
         | BundleError::SignerPurpose { .. }

@@ -143,3 +143,139 @@ pub fn didymos_cmd() -> assert_cmd::Command {
         .env_remove("DIDYMOS_KEY_PASSPHRASE");
     c
 }
+
+/// Issues a certificate under the fixture's intermediate CA; returns (cert, key) paths.
+pub fn issue_signer(fx: &Fixture, name: &str, spec: &devpki::CertSpec<'_>) -> (PathBuf, PathBuf) {
+    use openssl::pkey::PKey;
+    use openssl::x509::X509;
+    let inter = devpki::Issued {
+        cert: X509::from_pem(&fs::read(&fx.pki.intermediate_cert).unwrap()).unwrap(),
+        key: PKey::private_key_from_pem(&fs::read(&fx.pki.intermediate_key).unwrap()).unwrap(),
+    };
+    let issued = devpki::issue(spec, Some(&inter)).unwrap();
+    let cert = fx.path(&format!("{name}.pem"));
+    let key = fx.path(&format!("{name}.key"));
+    fs::write(&cert, issued.cert.to_pem().unwrap()).unwrap();
+    fs::write(&key, issued.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    (cert, key)
+}
+
+/// Builds a tar archive in memory with every member type tar can carry,
+/// fixed owners, modes, mtimes and extended attributes.
+pub fn sample_tar() -> Vec<u8> {
+    use tar::{EntryType, Header};
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |path: &str,
+                   kind: EntryType,
+                   mode: u32,
+                   uid: u64,
+                   data: &[u8],
+                   link: Option<&str>,
+                   xattrs: &[(&str, &[u8])]| {
+        if !xattrs.is_empty() {
+            let pax: Vec<(String, &[u8])> = xattrs
+                .iter()
+                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v))
+                .collect();
+            b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v)))
+                .unwrap();
+        }
+        let mut h = Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(uid);
+        h.set_gid(uid + 1);
+        h.set_mtime(1_650_000_000 + uid);
+        h.set_size(data.len() as u64);
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        if kind == EntryType::Char {
+            h.set_device_major(1).unwrap();
+            h.set_device_minor(3).unwrap();
+        }
+        if kind == EntryType::Block {
+            h.set_device_major(8).unwrap();
+            h.set_device_minor(1).unwrap();
+        }
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    let big = pseudo_random(200_000, 3);
+    let text: Vec<u8> = (0..5000)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    add(
+        "./",
+        EntryType::Directory,
+        0o755,
+        0,
+        b"",
+        None,
+        &[("security.selinux", b"system_u:object_r:root_t:s0\0")],
+    );
+    add("./etc/", EntryType::Directory, 0o755, 0, b"", None, &[]);
+    add(
+        "./etc/passwd",
+        EntryType::Regular,
+        0o644,
+        0,
+        b"root:x:0:0::/root:/bin/sh\n",
+        None,
+        &[],
+    );
+    add(
+        "./usr/bin/ping",
+        EntryType::Regular,
+        0o4755,
+        1000,
+        &big,
+        None,
+        &[
+            (
+                "security.capability",
+                b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+            ),
+            ("user.note", b"hello"),
+        ],
+    );
+    add(
+        "./usr/share/text",
+        EntryType::Regular,
+        0o600,
+        42,
+        &text,
+        None,
+        &[],
+    );
+    add(
+        "./usr/share/empty",
+        EntryType::Regular,
+        0o644,
+        0,
+        b"",
+        None,
+        &[],
+    );
+    add(
+        "./usr/bin/ping-link",
+        EntryType::Link,
+        0o4755,
+        1000,
+        b"",
+        Some("./usr/bin/ping"),
+        &[],
+    );
+    add(
+        "./usr/lib",
+        EntryType::Symlink,
+        0o777,
+        0,
+        b"",
+        Some("../lib"),
+        &[],
+    );
+    add("./dev/null", EntryType::Char, 0o666, 0, b"", None, &[]);
+    add("./dev/sda1", EntryType::Block, 0o660, 6, b"", None, &[]);
+    add("./run/fifo", EntryType::Fifo, 0o600, 0, b"", None, &[]);
+    b.into_inner().unwrap()
+}
