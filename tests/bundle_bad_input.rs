@@ -91,7 +91,7 @@ fn unreadable_file() {
             .stderr(predicate::str::contains("tar archive"));
     } else {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(root.join("f"), std::fs::Permissions::from_mode(0)).unwrap();
+        std::fs::set_permissions(root.join("f"), std::fs::Permissions::from_mode(0o000)).unwrap();
         create_cmd(&fx, &root, &out.join("b.raucb"))
             .assert()
             .failure()
