@@ -6,9 +6,10 @@ use std::fs::File;
 
 use super::error::Error;
 use crate::boot::mark::MarkState;
-use crate::bundle::{Manifest, SignerInfo};
+use crate::bundle::{Bundle, Manifest, SignerInfo};
 use crate::config::SystemConfig;
 use crate::install::{CancelToken, InstallError, InstallOptions, InstallOutcome, Progress};
+use crate::keyring::Keyring;
 use crate::status::{StatusError, SystemStatus};
 
 /// Installs the bundle read from `file`.
@@ -80,8 +81,17 @@ pub struct BundleInfo {
 
 /// Opens and verifies the bundle in `file` and describes it (`InspectBundle`).
 pub fn inspect(config: &SystemConfig, file: File) -> Result<BundleInfo, Error> {
-    let _ = (config, file);
-    Err(Error::NotSupported(
-        "inspecting bundles is not available in this build".into(),
-    ))
+    let keyring = Keyring::load(&config.keyring).map_err(|e| {
+        Error::Failed(format!(
+            "{}: cannot load the keyring: {}",
+            config.path.display(),
+            super::error::chain(&e)
+        ))
+    })?;
+    let bundle = Bundle::from_file(file)?.verify(&keyring)?;
+    Ok(BundleInfo {
+        manifest: bundle.manifest().clone(),
+        manifest_hash: bundle.manifest_hash(),
+        signer: bundle.signer().clone(),
+    })
 }

@@ -10,7 +10,9 @@ use zbus::zvariant::{OwnedValue, Value};
 
 use super::engine::BundleInfo;
 use super::error::Error;
+use crate::boot::BootState;
 use crate::install::InstallOptions;
+use crate::slot::{Bootname, SlotName, SlotRecord};
 use crate::status::SlotStatus;
 
 /// An `a{sv}` dictionary as received or sent.
@@ -164,6 +166,73 @@ pub fn slot_status(slot: &SlotStatus) -> Result<(String, Dict), Error> {
     Ok((slot.name.to_string(), d.build()))
 }
 
+/// The reverse of [`slot_status`], for the CLI: rebuilds a slot's status from
+/// a `GetSlotStatus` entry, so `didymos status` prints the same through the
+/// service as in-process.
+pub fn slot_status_from_wire(name: &str, d: &Dict) -> Result<SlotStatus, String> {
+    let bad = |key: &str, what: &str| format!("slot {name}: key {key:?} {what}");
+    let text = |key: &str| -> Result<Option<String>, String> {
+        match d.get(key).map(|v| &**v) {
+            None => Ok(None),
+            Some(Value::Str(s)) => Ok(Some(s.to_string())),
+            Some(_) => Err(bad(key, "is not a string")),
+        }
+    };
+    let number = |key: &str| -> Result<Option<u32>, String> {
+        match d.get(key).map(|v| &**v) {
+            None => Ok(None),
+            Some(Value::U32(n)) => Ok(Some(*n)),
+            Some(_) => Err(bad(key, "is not a u32")),
+        }
+    };
+    let required = |key: &str| text(key)?.ok_or_else(|| bad(key, "is missing"));
+    let slot = SlotName::parse(name).map_err(|e| e.to_string())?;
+    let bootname = text("bootname")?
+        .map(|b| Bootname::new(&b))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let boot_status = match text("boot-status")?.as_deref() {
+        None => None,
+        Some("good") => Some(BootState::Good),
+        Some("bad") => Some(BootState::Bad),
+        Some(other) => return Err(bad("boot-status", &format!("is {other:?}"))),
+    };
+    let record = match text("bundle.version")? {
+        None => None,
+        Some(bundle_version) => Some(SlotRecord {
+            slot: slot.clone(),
+            bootname: bootname.clone(),
+            image: required("image.digest")?
+                .parse()
+                .map_err(|e| bad("image.digest", &format!("is not a digest: {e}")))?,
+            bundle_compatible: required("bundle.compatible")?,
+            bundle_version,
+            bundle_description: text("bundle.description")?.unwrap_or_default(),
+            bundle_build: text("bundle.build")?.unwrap_or_default(),
+            bundle_hash: required("bundle.hash")?,
+            installed_timestamp: required("installed.timestamp")?,
+            installed_count: number("installed.count")?.unwrap_or(0).into(),
+            activated_timestamp: text("activated.timestamp")?,
+            activated_count: number("activated.count")?.unwrap_or(0).into(),
+        }),
+    };
+    Ok(SlotStatus {
+        name: slot,
+        class: required("class")?,
+        kind: required("type")?,
+        bootname,
+        device: text("device")?,
+        parent: text("parent")?
+            .map(|p| SlotName::parse(&p))
+            .transpose()
+            .map_err(|e| e.to_string())?,
+        state: required("state")?,
+        boot_status,
+        attempts_left: number("attempts-left")?,
+        record,
+    })
+}
+
 /// `InspectBundle`'s answer: RAUC's `manifest-hash` and `update` keys, plus
 /// what a composefs bundle adds (image, objects, signer).
 pub fn bundle_info(info: &BundleInfo) -> Result<Dict, Error> {
@@ -270,6 +339,78 @@ mod tests {
         assert!(no_options("InspectBundle", &Dict::new()).is_ok());
         let err = no_options("InspectBundle", &dict(&[("x", Value::Bool(true))])).unwrap_err();
         assert!(err.message().contains("\"x\""), "{err}");
+    }
+
+    #[test]
+    fn slot_status_round_trip() {
+        let name = SlotName::parse("rootfs.1").unwrap();
+        let record = SlotRecord {
+            slot: name.clone(),
+            bootname: Some(Bootname::new("B").unwrap()),
+            image: "11".repeat(32).parse().unwrap(),
+            bundle_compatible: "c".into(),
+            bundle_version: "2.0".into(),
+            bundle_description: "d".into(),
+            bundle_build: "b".into(),
+            bundle_hash: "ab".repeat(32),
+            installed_timestamp: "2025-01-01T00:00:00Z".into(),
+            installed_count: 2,
+            activated_timestamp: Some("2025-01-01T00:00:01Z".into()),
+            activated_count: 1,
+        };
+        let cases = [
+            SlotStatus {
+                name: name.clone(),
+                class: "rootfs".into(),
+                kind: "composefs".into(),
+                bootname: Some(Bootname::new("B").unwrap()),
+                device: None,
+                parent: None,
+                state: "active".into(),
+                boot_status: Some(BootState::Good),
+                attempts_left: Some(3),
+                record: Some(record),
+            },
+            SlotStatus {
+                name: SlotName::parse("bootloader.0").unwrap(),
+                class: "bootloader".into(),
+                kind: "raw".into(),
+                bootname: None,
+                device: Some("/dev/mmcblk0boot0".into()),
+                parent: Some(name),
+                state: "inactive".into(),
+                boot_status: None,
+                attempts_left: None,
+                record: None,
+            },
+        ];
+        for slot in cases {
+            let (wire_name, dict) = slot_status(&slot).unwrap();
+            let back = slot_status_from_wire(&wire_name, &dict).unwrap();
+            assert_eq!(format!("{slot:?}"), format!("{back:?}"));
+        }
+        let (n, mut d) = slot_status(&cases_first()).unwrap();
+        d.insert("boot-status".into(), owned("maybe").unwrap());
+        assert!(
+            slot_status_from_wire(&n, &d)
+                .unwrap_err()
+                .contains("boot-status")
+        );
+    }
+
+    fn cases_first() -> SlotStatus {
+        SlotStatus {
+            name: SlotName::parse("rootfs.0").unwrap(),
+            class: "rootfs".into(),
+            kind: "composefs".into(),
+            bootname: None,
+            device: None,
+            parent: None,
+            state: "booted".into(),
+            boot_status: None,
+            attempts_left: None,
+            record: None,
+        }
     }
 
     #[test]
