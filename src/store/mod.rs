@@ -76,8 +76,9 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`, empties `tmp/`, and
-    /// finds out whether fs-verity can be used there.
+    /// Opens (creating if needed) the store at `root` and finds out whether
+    /// fs-verity can be used there. `tmp/` is left alone: only the holder of
+    /// the install lock may empty it ([`Store::clean_tmp`]).
     pub fn open(root: &Path, policy: VerityPolicy) -> Result<Self, StoreError> {
         for dir in ["objects", "images", "slots", "tmp", "state"] {
             let p = root.join(dir);
@@ -87,7 +88,6 @@ impl Store {
             root: root.to_owned(),
             verity: false,
         };
-        store.clean_tmp()?;
         let verity = match policy {
             VerityPolicy::Off => false,
             VerityPolicy::Auto | VerityPolicy::Require => {
@@ -156,12 +156,19 @@ impl Store {
 
     /// Tries to enable fs-verity on a small file in `tmp/`.
     fn probe_verity(&self) -> Result<bool, StoreError> {
-        let path = self.tmp_dir().join(".verity-probe");
-        fs::write(&path, b"didymos").map_err(|e| StoreError::io(&path, "cannot write probe", e))?;
+        let dir = self.tmp_dir();
+        let probe = tempfile::Builder::new()
+            .prefix(".verity-probe.")
+            .tempfile_in(&dir)
+            .map_err(|e| StoreError::io(&dir, "cannot create verity probe", e))?;
+        fs::write(probe.path(), b"didymos")
+            .map_err(|e| StoreError::io(probe.path(), "cannot write probe", e))?;
+        // Verity can only be enabled with no writable descriptor open.
+        let path = probe.into_temp_path();
         let file = File::open(&path).map_err(|e| StoreError::io(&path, "cannot open probe", e))?;
         let result = image::enable_verity(&file);
         drop(file);
-        let _ = fs::remove_file(&path);
+        drop(path);
         match result {
             Ok(VerityEnable::Enabled) => Ok(true),
             Ok(VerityEnable::Unsupported) => Ok(false),

@@ -1,0 +1,432 @@
+//! The install steps, in the order that never loses a bootable slot:
+//!
+//! verify → checks (compatible, version, target slot, delta base, space) →
+//! journal → mark the target bad → write missing objects → write the image →
+//! check every reference → write the slot record → boot files → post-install
+//! → mark active (the commit point) → drop the journal → garbage-collect.
+
+use std::collections::BTreeSet;
+
+use super::journal::{self, Journal};
+use super::lock::InstallLock;
+use super::{BundleSource, CancelToken, InstallError, InstallOptions, InstallOutcome, Progress};
+use crate::Digest;
+use crate::boot::{self, BootState, Bootloader};
+use crate::bundle::{Bundle, VerifiedBundle};
+use crate::config::{SlotConfig, SlotKind, SystemConfig};
+use crate::keyring::Keyring;
+use crate::slot::{Booted, SlotRecord};
+use crate::store::{Store, StoreError};
+
+/// Test-only power cuts: with the `failpoints` feature, `DIDYMOS_FAILPOINT=<step>`
+/// ends the process at once (no cleanup, like a power cut) after that step.
+fn failpoint(step: &str) {
+    #[cfg(feature = "failpoints")]
+    if std::env::var("DIDYMOS_FAILPOINT").is_ok_and(|v| v == step) {
+        eprintln!("didymos: failpoint {step}: exiting as if the power was cut");
+        std::process::exit(86);
+    }
+    let _ = step;
+}
+
+/// The names of the failpoints, in the order the install passes them.
+pub const FAILPOINTS: &[&str] = &[
+    "verified",
+    "journal-written",
+    "target-marked-bad",
+    "objects-half-written",
+    "objects-written",
+    "image-written",
+    "record-written",
+    "boot-files-written",
+    "activated",
+    "journal-removed",
+];
+
+struct Reporter<'a> {
+    progress: &'a dyn Fn(Progress),
+    cancel: &'a CancelToken,
+    last: std::cell::Cell<i32>,
+}
+
+impl Reporter<'_> {
+    fn step(&self, percent: i32, message: impl Into<String>, depth: i32) {
+        let percent = percent.clamp(self.last.get(), 100);
+        self.last.set(percent);
+        (self.progress)(Progress {
+            percent,
+            message: message.into(),
+            depth,
+        });
+    }
+    fn check_cancel(&self) -> Result<(), InstallError> {
+        if self.cancel.is_cancelled() {
+            Err(InstallError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+pub fn install(
+    config: &SystemConfig,
+    source: BundleSource,
+    options: &InstallOptions,
+    progress: &dyn Fn(Progress),
+    cancel: &CancelToken,
+) -> Result<InstallOutcome, InstallError> {
+    let r = Reporter {
+        progress,
+        cancel,
+        last: std::cell::Cell::new(0),
+    };
+    r.step(0, "Installing", 1);
+    let data_dir = &config.system.data_directory;
+    let _lock = InstallLock::acquire(data_dir, "install")?;
+    let bootloader = boot::from_config(config)?;
+    super::recover_locked(config, bootloader.as_ref())?;
+
+    r.step(5, "Checking bundle signature", 2);
+    let keyring = Keyring::load(&config.keyring).map_err(|e| InstallError::Keyring(e.to_string()))?;
+    let bundle = match source {
+        BundleSource::Path(p) => Bundle::open(&p)?,
+        BundleSource::File(f) => Bundle::from_file(f)?,
+    };
+    let bundle = bundle.verify(&keyring)?;
+    r.check_cancel()?;
+    failpoint("verified");
+
+    let manifest = bundle.manifest().clone();
+    if let Some(want) = &options.require_manifest_hash {
+        let actual = bundle.manifest_hash();
+        if !actual.eq_ignore_ascii_case(want) {
+            return Err(InstallError::ManifestHashMismatch {
+                expected: want.clone(),
+                actual,
+            });
+        }
+    }
+    if !options.ignore_compatible && manifest.compatible != config.system.compatible {
+        return Err(InstallError::NotCompatible {
+            bundle: manifest.compatible.clone(),
+            system: config.system.compatible.clone(),
+        });
+    }
+    if let Some(min) = &config.system.min_bundle_version {
+        if !options.ignore_version_limit
+            && super::version::compare(&manifest.version, min) == std::cmp::Ordering::Less
+        {
+            return Err(InstallError::VersionTooOld {
+                bundle: manifest.version.clone(),
+                minimum: min.clone(),
+            });
+        }
+    }
+
+    r.step(8, "Determining target slot", 2);
+    let booted = crate::slot::booted::detect(config);
+    let target = select_target(config, bootloader.as_ref(), &booted)?;
+    let bootname = target.bootname.clone();
+    log::info!("installing version {} into {}", manifest.version, target.name);
+
+    let store = Store::open(&config.store.path, config.store.verity)?;
+    store.clean_tmp()?;
+    r.step(10, "Checking the image and what the device already has", 2);
+    let image = bundle.read_image()?;
+    let image_digest = manifest.image.digest;
+    let referenced = crate::image::referenced_objects(&image)
+        .map_err(|e| InstallError::Store(StoreError::Source(format!("bundle image: {e}"))))?;
+    let carried: BTreeSet<Digest> = bundle.index().iter().map(|e| e.digest).collect();
+    let present = store.list_objects()?;
+    let needed: BTreeSet<Digest> = referenced.difference(&present).copied().collect();
+    let lacking: Vec<&Digest> = needed.difference(&carried).collect();
+    if !lacking.is_empty() {
+        let bases: Vec<String> = manifest
+            .bases
+            .iter()
+            .map(|b| {
+                if b.version.is_empty() {
+                    format!("image {}", b.image)
+                } else {
+                    format!("version {} (image {})", b.version, b.image)
+                }
+            })
+            .collect();
+        let base = if bases.is_empty() {
+            "this is not a delta bundle, so the bundle is incomplete".to_owned()
+        } else {
+            format!(
+                "the bundle is a delta against {}, which this device does not have",
+                bases.join(", ")
+            )
+        };
+        return Err(InstallError::MissingBaseObjects(format!(
+            "{} object(s) the image needs are neither in the bundle nor on the device \
+             (first: {}); {base}; install a full bundle or one built with --base of the \
+             installed version",
+            lacking.len(),
+            lacking[0]
+        )));
+    }
+    let to_write: Vec<_> = bundle
+        .index()
+        .iter()
+        .filter(|e| needed.contains(&e.digest))
+        .cloned()
+        .collect();
+    let write_bytes: u64 = to_write.iter().map(|e| e.size).sum();
+    let needed_space = estimated_space(&to_write, image.len() as u64);
+    let available = store.available_space()?;
+    if needed_space > available {
+        return Err(InstallError::NoSpace {
+            path: config.store.path.clone(),
+            needed: needed_space,
+            available,
+        });
+    }
+    for slot in config.slots.iter().filter(|s| s.parent.as_ref() == Some(&target.name)) {
+        if slot.kind == SlotKind::Raw {
+            return Err(InstallError::NoTargetSlot(format!(
+                "{} (child of {}) is a raw slot, and bundle format 1 carries no raw \
+                 payloads; remove it from system.conf or install it separately",
+                slot.name, target.name
+            )));
+        }
+    }
+
+    let mut handler_env = handler_env(config, target, &bundle);
+    if let Some(h) = &config.handlers.system_info {
+        handler_env.extend(super::handlers::system_info(h)?);
+    }
+    if let Some(h) = &config.handlers.pre_install {
+        super::handlers::run("pre-install", h, &handler_env)?;
+    }
+    r.check_cancel()?;
+
+    // From here on the target slot is being changed.
+    let previous = SlotRecord::load(&config.store.path, &target.name).ok();
+    let started = now();
+    journal::write(
+        data_dir,
+        &Journal {
+            slot: target.name.clone(),
+            image: image_digest,
+            bundle_version: manifest.version.clone(),
+            bundle_hash: bundle.manifest_hash(),
+            started: started.clone(),
+        },
+    )
+    .map_err(|source| InstallError::Io {
+        context: format!("cannot write the install journal in {}", data_dir.display()),
+        source,
+    })?;
+    failpoint("journal-written");
+    if let Some(b) = &bootname {
+        bootloader.set_state(b, BootState::Bad)?;
+    }
+    SlotRecord::remove(&config.store.path, &target.name)
+        .map_err(|e| InstallError::Store(StoreError::Source(e.to_string())))?;
+    failpoint("target-marked-bad");
+
+    let result = write_slot(&r, config, &store, &bundle, target, &image, &to_write, write_bytes, previous, &started, bootloader.as_ref());
+    let (bytes_written, objects_written) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            // The target stays marked bad and has no record; the journal goes,
+            // since this failure was seen and reported.
+            let _ = store.clean_tmp();
+            let _ = journal::remove(data_dir);
+            return Err(e);
+        }
+    };
+
+    if let Some(h) = &config.handlers.post_install {
+        super::handlers::run("post-install", h, &handler_env)?;
+    }
+    r.step(95, "Activating the slot", 2);
+    if let Some(b) = &bootname {
+        bootloader.set_primary(b)?;
+    }
+    failpoint("activated");
+    if let Ok(mut rec) = SlotRecord::load(&config.store.path, &target.name) {
+        rec.activated_timestamp = Some(now());
+        rec.activated_count += 1;
+        if let Err(e) = rec.save_record_only(&config.store.path) {
+            log::warn!("cannot record the activation time of {}: {e}", target.name);
+        }
+    }
+    journal::remove(data_dir).map_err(|source| InstallError::Io {
+        context: "cannot remove the install journal".into(),
+        source,
+    })?;
+    journal::clear_interrupted(data_dir);
+    failpoint("journal-removed");
+
+    r.step(97, "Removing objects no slot needs", 2);
+    let collected = match super::gc_locked(config, &store) {
+        Ok(report) => report.objects_removed,
+        Err(e) => {
+            log::warn!("garbage collection after the install failed: {e}");
+            0
+        }
+    };
+    r.step(100, "Installing done.", 1);
+    Ok(InstallOutcome {
+        slot: target.name.clone(),
+        bootname,
+        image: image_digest,
+        bundle_version: manifest.version.clone(),
+        objects_written,
+        bytes_written,
+        objects_reused: referenced.len() as u64 - objects_written,
+        objects_collected: collected,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_slot(
+    r: &Reporter<'_>,
+    config: &SystemConfig,
+    store: &Store,
+    bundle: &VerifiedBundle,
+    target: &SlotConfig,
+    image: &[u8],
+    to_write: &[crate::bundle::IndexEntry],
+    write_bytes: u64,
+    previous: Option<SlotRecord>,
+    started: &str,
+    _bootloader: &dyn Bootloader,
+) -> Result<(u64, u64), InstallError> {
+    let manifest = bundle.manifest();
+    let mut done_bytes = 0u64;
+    let mut written = 0u64;
+    let mut half_failpoint = to_write.len() / 2;
+    r.step(15, format!("Writing {} objects", to_write.len()), 2);
+    for entry in to_write {
+        r.check_cancel()?;
+        written += store.insert_object(&entry.digest, |w| {
+            bundle
+                .copy_object(entry, w)
+                .map_err(|e| StoreError::Source(e.to_string()))
+        })?;
+        done_bytes += entry.size;
+        let pct = 15 + ((done_bytes as f64 / write_bytes.max(1) as f64) * 70.0) as i32;
+        r.step(pct.min(85), format!("Writing objects ({done_bytes} of {write_bytes} bytes)"), 3);
+        if half_failpoint == 0 {
+            failpoint("objects-half-written");
+        }
+        half_failpoint = half_failpoint.wrapping_sub(1);
+    }
+    failpoint("objects-written");
+
+    r.step(86, "Writing the image", 2);
+    written += store.insert_image(&manifest.image.digest, image)?;
+    failpoint("image-written");
+
+    r.step(88, "Checking every object the image references", 2);
+    let referenced = crate::image::referenced_objects(image)
+        .map_err(|e| StoreError::Source(e.to_string()))?;
+    if let Some(missing) = referenced.iter().find(|d| !store.has_object(d)) {
+        return Err(InstallError::Store(StoreError::Source(format!(
+            "object {missing} is referenced by the new image but missing from the store; \
+             the slot was not activated"
+        ))));
+    }
+
+    r.step(90, "Writing the slot record", 2);
+    let record = SlotRecord {
+        slot: target.name.clone(),
+        bootname: target.bootname.clone(),
+        image: manifest.image.digest,
+        bundle_compatible: manifest.compatible.clone(),
+        bundle_version: manifest.version.clone(),
+        bundle_description: manifest.description.clone(),
+        bundle_build: manifest.build.clone(),
+        bundle_hash: bundle.manifest_hash(),
+        installed_timestamp: started.to_owned(),
+        installed_count: previous.as_ref().map_or(0, |p| p.installed_count) + 1,
+        activated_timestamp: None,
+        activated_count: previous.as_ref().map_or(0, |p| p.activated_count),
+    };
+    record
+        .save(&config.store.path, bundle.manifest_bytes(), bundle.signature_bytes())
+        .map_err(|e| StoreError::Source(e.to_string()))?;
+    failpoint("record-written");
+
+    if !target.boot_files.is_empty() {
+        r.step(92, "Installing boot files", 2);
+        super::boot_files::install(store, target, image)?;
+    }
+    failpoint("boot-files-written");
+    Ok((written, to_write.len() as u64))
+}
+
+/// Picks the slot to install into: never the booted one; when the system was
+/// not booted through a slot, never the one the bootloader boots next.
+fn select_target<'c>(
+    config: &'c SystemConfig,
+    bootloader: &dyn Bootloader,
+    booted: &Booted,
+) -> Result<&'c SlotConfig, InstallError> {
+    let candidates: Vec<&SlotConfig> = config
+        .bootable_slots()
+        .filter(|s| s.kind == SlotKind::Composefs)
+        .collect();
+    let avoid = match booted {
+        Booted::Slot { slot, .. } => Some(slot.clone()),
+        Booted::Unknown(name) => {
+            return Err(InstallError::NoTargetSlot(format!(
+                "the kernel command line names slot \"{name}\", which system.conf does not \
+                 configure; refusing to guess which slot is safe to overwrite"
+            )));
+        }
+        Booted::None => bootloader
+            .get_primary()?
+            .and_then(|b| config.slot_by_bootname(&b).map(|s| s.name.clone())),
+    };
+    candidates
+        .into_iter()
+        .find(|s| Some(&s.name) != avoid.as_ref())
+        .ok_or_else(|| {
+            InstallError::NoTargetSlot(match &avoid {
+                Some(a) => format!(
+                    "the only composefs slot is {a}, which is in use; an A/B system needs two"
+                ),
+                None => "system.conf has no composefs slot with a bootname".into(),
+            })
+        })
+}
+
+/// Bytes the install will take: objects rounded up to filesystem blocks, plus
+/// fs-verity's Merkle tree (1/128 of the data, rounded), plus the image.
+fn estimated_space(entries: &[crate::bundle::IndexEntry], image: u64) -> u64 {
+    let block = |n: u64| n.div_ceil(4096) * 4096;
+    let files = entries.iter().map(|e| e.size).chain(std::iter::once(image));
+    files.map(|n| block(n) + block(n.div_ceil(128))).sum()
+}
+
+fn handler_env(config: &SystemConfig, target: &SlotConfig, bundle: &VerifiedBundle) -> Vec<(String, String)> {
+    let m = bundle.manifest();
+    let mut env = vec![
+        ("DIDYMOS_SYSTEM_COMPATIBLE", config.system.compatible.clone()),
+        ("DIDYMOS_SYSTEM_VARIANT", config.system.variant.clone().unwrap_or_default()),
+        ("DIDYMOS_SLOT_NAME", target.name.to_string()),
+        ("DIDYMOS_SLOT_CLASS", target.name.class().to_owned()),
+        ("DIDYMOS_SLOT_BOOTNAME", target.bootname.as_ref().map(|b| b.to_string()).unwrap_or_default()),
+        ("DIDYMOS_BUNDLE_COMPATIBLE", m.compatible.clone()),
+        ("DIDYMOS_BUNDLE_VERSION", m.version.clone()),
+        ("DIDYMOS_BUNDLE_BUILD", m.build.clone()),
+        ("DIDYMOS_BUNDLE_DESCRIPTION", m.description.clone()),
+        ("DIDYMOS_BUNDLE_HASH", bundle.manifest_hash()),
+        ("DIDYMOS_IMAGE_DIGEST", m.image.digest.to_hex()),
+        ("DIDYMOS_STORE", config.store.path.display().to_string()),
+    ];
+    if let Some(dir) = &target.boot_directory {
+        env.push(("DIDYMOS_SLOT_BOOT_DIRECTORY", dir.display().to_string()));
+    }
+    env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+pub(crate) fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}

@@ -1,0 +1,222 @@
+//! The install engine and the store maintenance that shares its lock.
+//!
+//! [`install`] takes a bundle from verification to an activated slot (see
+//! `engine.rs` for the step order). [`recover`] finishes what an interrupted
+//! install left behind; [`gc`] and [`fsck`] look after the store.
+
+mod boot_files;
+mod engine;
+mod handlers;
+pub mod journal;
+mod lock;
+pub mod version;
+
+pub use engine::{FAILPOINTS, install};
+pub use lock::InstallLock;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Where the bundle comes from.
+pub enum BundleSource {
+    Path(std::path::PathBuf),
+    /// An already-open file (D-Bus `InstallBundleFd`): never reopened by path.
+    File(std::fs::File),
+}
+
+/// Caller's choices, RAUC's `InstallBundle` arguments.
+#[derive(Debug, Clone, Default)]
+pub struct InstallOptions {
+    pub ignore_compatible: bool,
+    pub ignore_version_limit: bool,
+    pub transaction_id: Option<String>,
+    /// Refuse unless the manifest's SHA-256 is this (hex).
+    pub require_manifest_hash: Option<String>,
+}
+
+/// One progress report: RAUC's `Progress (isi)` — percent, message, nesting depth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub percent: i32,
+    pub message: String,
+    pub depth: i32,
+}
+
+/// Cooperative cancellation, checked between steps and between objects.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+use crate::Digest;
+use crate::slot::{Bootname, SlotName};
+
+/// What a successful install did.
+#[derive(Debug, Clone)]
+pub struct InstallOutcome {
+    pub slot: SlotName,
+    pub bootname: Option<Bootname>,
+    pub image: Digest,
+    pub bundle_version: String,
+    /// Objects written into the store by this install.
+    pub objects_written: u64,
+    /// Bytes written into the store by this install (objects and image).
+    pub bytes_written: u64,
+    /// Objects the image needed that the store already had.
+    pub objects_reused: u64,
+    /// Objects removed by the garbage collection at the end.
+    pub objects_collected: u64,
+}
+
+/// Why an install failed. Each variant maps to one typed D-Bus error.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("another install is running ({holder}); wait for it to finish or cancel it")]
+    Busy { holder: String },
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
+    #[error(
+        "bundle is for {bundle:?} but this device is {system:?} (system.conf [system] compatible); \
+         use --ignore-compatible to override"
+    )]
+    NotCompatible { bundle: String, system: String },
+    #[error(
+        "bundle version {bundle:?} is older than the minimum {minimum:?} \
+         (system.conf [system] min-bundle-version); use --ignore-version-limit to override"
+    )]
+    VersionTooOld { bundle: String, minimum: String },
+    #[error("manifest hash is {actual} but {expected} was required")]
+    ManifestHashMismatch { expected: String, actual: String },
+    #[error("no slot to install into: {0}")]
+    NoTargetSlot(String),
+    #[error("{0}")]
+    MissingBaseObjects(String),
+    #[error(
+        "not enough space in {path}: the install needs {needed} bytes but {available} are free; \
+         free space (didymos gc) or use a smaller (delta) bundle"
+    )]
+    NoSpace {
+        path: std::path::PathBuf,
+        needed: u64,
+        available: u64,
+    },
+    #[error("install cancelled; the previously booted slot is unchanged")]
+    Cancelled,
+    #[error("bootloader: {0}")]
+    Bootloader(#[from] crate::boot::BootError),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{handler} handler {path} failed ({status}): {stderr}")]
+    Handler {
+        handler: &'static str,
+        path: std::path::PathBuf,
+        status: String,
+        stderr: String,
+    },
+    #[error("keyring: {0}")]
+    Keyring(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+
+use crate::config::SystemConfig;
+use crate::store::{FsckReport, GcReport, Store};
+
+/// The images every slot record names: what the store must keep.
+pub fn slot_images(config: &SystemConfig) -> std::collections::BTreeMap<SlotName, Digest> {
+    config
+        .slots
+        .iter()
+        .filter_map(|s| SlotRecord::load(&config.store.path, &s.name).ok())
+        .map(|r| (r.slot, r.image))
+        .collect()
+}
+
+use crate::slot::SlotRecord;
+
+/// Finishes what an interrupted install left behind (takes the install lock).
+/// Returns a description of what was found, if anything.
+pub fn recover(config: &SystemConfig) -> Result<Option<journal::Interrupted>, InstallError> {
+    let _lock = InstallLock::acquire(&config.system.data_directory, "recovery")?;
+    let bootloader = crate::boot::from_config(config)?;
+    recover_locked(config, bootloader.as_ref())
+}
+
+fn recover_locked(
+    config: &SystemConfig,
+    bootloader: &dyn crate::boot::Bootloader,
+) -> Result<Option<journal::Interrupted>, InstallError> {
+    let data_dir = &config.system.data_directory;
+    let Some(j) = journal::read(data_dir) else {
+        return Ok(None);
+    };
+    let slot = config.slot(&j.slot);
+    let bootname = slot.and_then(|s| s.bootname.clone());
+    let record = SlotRecord::load(&config.store.path, &j.slot).ok();
+    let primary = bootloader.get_primary()?;
+    let completed = record.as_ref().is_some_and(|r| r.image == j.image)
+        && bootname.is_some()
+        && primary == bootname;
+    if !completed {
+        if let Some(b) = &bootname {
+            bootloader.set_state(b, crate::boot::BootState::Bad)?;
+        }
+        SlotRecord::remove(&config.store.path, &j.slot)
+            .map_err(|e| InstallError::Store(crate::store::StoreError::Source(e.to_string())))?;
+    }
+    Store::open(&config.store.path, config.store.verity)?.clean_tmp()?;
+    let interrupted = journal::Interrupted {
+        slot: j.slot.clone(),
+        bundle_version: j.bundle_version.clone(),
+        started: j.started.clone(),
+        detected: engine::now(),
+        completed,
+    };
+    journal::write_interrupted(data_dir, &interrupted).map_err(|source| InstallError::Io {
+        context: "cannot record the interrupted install".into(),
+        source,
+    })?;
+    journal::remove(data_dir).map_err(|source| InstallError::Io {
+        context: "cannot remove the install journal".into(),
+        source,
+    })?;
+    log::warn!("{}", interrupted.describe());
+    Ok(Some(interrupted))
+}
+
+/// Removes images and objects no slot record needs (takes the install lock,
+/// so it never runs while an install writes objects it is about to reference).
+pub fn gc(config: &SystemConfig) -> Result<GcReport, InstallError> {
+    let _lock = InstallLock::acquire(&config.system.data_directory, "garbage collection")?;
+    let bootloader = crate::boot::from_config(config)?;
+    recover_locked(config, bootloader.as_ref())?;
+    let store = Store::open(&config.store.path, config.store.verity)?;
+    store.clean_tmp()?;
+    gc_locked(config, &store)
+}
+
+fn gc_locked(config: &SystemConfig, store: &Store) -> Result<GcReport, InstallError> {
+    let keep = slot_images(config).into_values().collect();
+    Ok(store.gc(&keep)?)
+}
+
+/// Checks every object and every slot's image and references.
+pub fn fsck(config: &SystemConfig) -> Result<FsckReport, InstallError> {
+    let store = Store::open(&config.store.path, config.store.verity)?;
+    let roots: Vec<(String, Digest)> = slot_images(config)
+        .into_iter()
+        .map(|(slot, image)| (format!("slot {slot}"), image))
+        .collect();
+    Ok(store.fsck(&roots)?)
+}
