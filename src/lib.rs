@@ -18,6 +18,7 @@ pub mod boot;
 pub mod bundle;
 pub mod cmdline;
 pub mod config;
+pub mod demo;
 pub mod digest;
 pub mod image;
 pub mod install;

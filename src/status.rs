@@ -1,9 +1,9 @@
 //! The system's status as `didymos status` and `GetSlotStatus` show it.
-//! CONTRACT: `status::collect(&SystemConfig) -> Result<SystemStatus, StatusError>`.
 
 use serde::Serialize;
 
 use crate::boot::BootState;
+use crate::config::SystemConfig;
 use crate::slot::{Bootname, SlotName, SlotRecord};
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +46,74 @@ pub struct SlotStatus {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error("{0}")]
-    Pending(String),
+    #[error("bootloader: {0}")]
+    Bootloader(#[from] crate::boot::BootError),
+}
+
+/// Gathers the status from the configuration, the kernel command line, the
+/// bootloader and the slot records. Read-only: an interrupted install is
+/// reported, not cleaned up (that needs the install lock).
+pub fn collect(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
+    let bootloader = crate::boot::from_config(config)?;
+    let booted = crate::slot::booted::detect(config);
+    let primary_bootname = bootloader.get_primary()?;
+    let primary = primary_bootname
+        .as_ref()
+        .and_then(|b| config.slot_by_bootname(b))
+        .map(|s| s.name.clone());
+    let data_dir = &config.system.data_directory;
+    let interrupted_install = match crate::install::journal::read(data_dir) {
+        Some(j) => Some(format!(
+            "an install of version {} into {} (started {}) did not finish; \
+             it is cleaned up by the next install or `didymos gc`",
+            j.bundle_version, j.slot, j.started
+        )),
+        None => crate::install::journal::read_interrupted(data_dir).map(|i| i.describe()),
+    };
+    let mut slots = Vec::new();
+    for slot in &config.slots {
+        let record = SlotRecord::load(&config.store.path, &slot.name).ok();
+        let (boot_status, attempts_left) = match &slot.bootname {
+            Some(b) => (
+                Some(bootloader.get_state(b)?),
+                bootloader.attempts_left(b)?,
+            ),
+            None => (None, None),
+        };
+        let state = if booted.slot() == Some(&slot.name) {
+            "booted"
+        } else if primary.as_ref() == Some(&slot.name) {
+            "active"
+        } else {
+            "inactive"
+        };
+        slots.push(SlotStatus {
+            name: slot.name.clone(),
+            class: slot.name.class().to_owned(),
+            kind: slot.kind.as_str().to_owned(),
+            bootname: slot.bootname.clone(),
+            device: slot.device.as_ref().map(|d| d.display().to_string()),
+            parent: slot.parent.clone(),
+            state: state.to_owned(),
+            boot_status,
+            attempts_left,
+            record,
+        });
+    }
+    let system_version = booted
+        .slot()
+        .and_then(|b| slots.iter().find(|s| &s.name == b))
+        .and_then(|s| s.record.as_ref())
+        .map(|r| r.bundle_version.clone());
+    Ok(SystemStatus {
+        compatible: config.system.compatible.clone(),
+        variant: config.system.variant.clone(),
+        bootloader: bootloader.name().to_owned(),
+        booted: booted.bootname().cloned(),
+        booted_slot: booted.slot().cloned(),
+        primary,
+        system_version,
+        interrupted_install,
+        slots,
+    })
 }
