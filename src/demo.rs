@@ -45,11 +45,21 @@ pub fn write_sample_rootfs(root: &Path, version: u32) -> io::Result<()> {
     );
     write(root, "etc/os-release", os_release.as_bytes(), 0o644)?;
     write(root, "etc/hostname", b"didymos-demo\n", 0o644)?;
-    write(root, "etc/motd", format!("Welcome to version {version}.0\n").as_bytes(), 0o644)?;
+    write(
+        root,
+        "etc/motd",
+        format!("Welcome to version {version}.0\n").as_bytes(),
+        0o644,
+    )?;
     fs::create_dir_all(root.join("etc/didymos"))?;
     // Unchanged between versions: shared objects.
     write(root, "usr/lib/libbase.so.1", &noise(1, 768 * 1024), 0o755)?;
-    write(root, "usr/lib/libcrypto-demo.so.3", &noise(2, 512 * 1024), 0o755)?;
+    write(
+        root,
+        "usr/lib/libcrypto-demo.so.3",
+        &noise(2, 512 * 1024),
+        0o755,
+    )?;
     write(root, "boot/initrd.img", &noise(3, 384 * 1024), 0o644)?;
     for i in 0..40u64 {
         write(
@@ -66,14 +76,33 @@ pub fn write_sample_rootfs(root: &Path, version: u32) -> io::Result<()> {
         )?;
     }
     // Changed in every version.
-    write(root, "usr/bin/demo-app", &noise(1000 + v, 300 * 1024), 0o755)?;
+    write(
+        root,
+        "usr/bin/demo-app",
+        &noise(1000 + v, 300 * 1024),
+        0o755,
+    )?;
     write(root, "boot/vmlinuz", &noise(2000 + v, 1024 * 1024), 0o644)?;
-    write(root, "usr/lib/libapp.so.1", &noise(3000 + v, 200 * 1024), 0o755)?;
+    write(
+        root,
+        "usr/lib/libapp.so.1",
+        &noise(3000 + v, 200 * 1024),
+        0o755,
+    )?;
     // Added in version 2 and later.
     if version >= 2 {
-        write(root, "usr/bin/demo-helper", &noise(4000 + v, 64 * 1024), 0o755)?;
+        write(
+            root,
+            "usr/bin/demo-helper",
+            &noise(4000 + v, 64 * 1024),
+            0o755,
+        )?;
     }
-    for (link, target) in [("bin", "usr/bin"), ("lib", "usr/lib"), ("vmlinuz", "boot/vmlinuz")] {
+    for (link, target) in [
+        ("bin", "usr/bin"),
+        ("lib", "usr/lib"),
+        ("vmlinuz", "boot/vmlinuz"),
+    ] {
         let p = root.join(link);
         if p.symlink_metadata().is_err() {
             symlink(target, p)?;
@@ -132,8 +161,9 @@ mod tests {
 
     #[test]
     fn sample_config_parses() {
-        let c = crate::config::SystemConfig::parse(&device_config(), Path::new("/demo/system.conf"))
-            .unwrap();
+        let c =
+            crate::config::SystemConfig::parse(&device_config(), Path::new("/demo/system.conf"))
+                .unwrap();
         assert_eq!(c.store.path, Path::new("/demo/store"));
         assert_eq!(c.bootnames().len(), 2);
     }

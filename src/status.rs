@@ -74,10 +74,7 @@ pub fn collect(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
     for slot in &config.slots {
         let record = SlotRecord::load(&config.store.path, &slot.name).ok();
         let (boot_status, attempts_left) = match &slot.bootname {
-            Some(b) => (
-                Some(bootloader.get_state(b)?),
-                bootloader.attempts_left(b)?,
-            ),
+            Some(b) => (Some(bootloader.get_state(b)?), bootloader.attempts_left(b)?),
             None => (None, None),
         };
         let state = if booted.slot() == Some(&slot.name) {

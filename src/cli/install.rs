@@ -44,7 +44,8 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         &CancelToken::default(),
     );
     printer.finish();
-    let outcome = outcome.with_context(|| format!("installing {} failed", args.bundle.display()))?;
+    let outcome =
+        outcome.with_context(|| format!("installing {} failed", args.bundle.display()))?;
     println!(
         "installed version {} into {}{}: {} objects written ({} bytes), {} already present; \
          {} unused objects removed",

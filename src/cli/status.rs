@@ -54,7 +54,13 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         };
         let bootloader = didymos::boot::from_config(&config)?;
         let booted = didymos::slot::booted::detect(&config);
-        let outcome = mark::mark(&config, bootloader.as_ref(), booted.bootname(), state, &ident)?;
+        let outcome = mark::mark(
+            &config,
+            bootloader.as_ref(),
+            booted.bootname(),
+            state,
+            &ident,
+        )?;
         println!("{}", outcome.message);
         return Ok(ExitCode::SUCCESS);
     }
@@ -100,7 +106,11 @@ fn readable(s: &SystemStatus, detailed: bool) -> String {
         (None, None) => "(not booted through a slot)".into(),
     };
     let _ = writeln!(o, "Booted from: {booted}");
-    let _ = writeln!(o, "Version:     {}", s.system_version.as_deref().unwrap_or("(unknown)"));
+    let _ = writeln!(
+        o,
+        "Version:     {}",
+        s.system_version.as_deref().unwrap_or("(unknown)")
+    );
     let _ = writeln!(o);
     let _ = writeln!(o, "=== Bootloader ===");
     let _ = writeln!(o, "Backend:   {}", s.bootloader);
@@ -118,7 +128,11 @@ fn readable(s: &SystemStatus, detailed: bool) -> String {
 
 fn readable_slot(o: &mut String, slot: &SlotStatus, detailed: bool) {
     let marker = if slot.state == "booted" { 'x' } else { 'o' };
-    let _ = writeln!(o, "{marker} [{}] ({}, {})", slot.name, slot.kind, slot.state);
+    let _ = writeln!(
+        o,
+        "{marker} [{}] ({}, {})",
+        slot.name, slot.kind, slot.state
+    );
     if let Some(b) = &slot.bootname {
         let _ = writeln!(o, "    bootname: {b}");
     }
@@ -174,26 +188,61 @@ fn shell(s: &SystemStatus) -> String {
     };
     kv("DIDYMOS_SYSTEM_COMPATIBLE", &s.compatible);
     kv("DIDYMOS_SYSTEM_VARIANT", s.variant.as_deref().unwrap_or(""));
-    kv("DIDYMOS_SYSTEM_BOOTED_BOOTNAME", s.booted.as_ref().map_or("", |b| b.as_str()));
-    kv("DIDYMOS_SYSTEM_BOOTED_SLOT", &s.booted_slot.as_ref().map(|b| b.to_string()).unwrap_or_default());
-    kv("DIDYMOS_SYSTEM_VERSION", s.system_version.as_deref().unwrap_or(""));
-    kv("DIDYMOS_BOOT_PRIMARY", &s.primary.as_ref().map(|b| b.to_string()).unwrap_or_default());
-    kv("DIDYMOS_SLOTS", &s.slots.iter().map(|x| x.name.to_string()).collect::<Vec<_>>().join(" "));
+    kv(
+        "DIDYMOS_SYSTEM_BOOTED_BOOTNAME",
+        s.booted.as_ref().map_or("", |b| b.as_str()),
+    );
+    kv(
+        "DIDYMOS_SYSTEM_BOOTED_SLOT",
+        &s.booted_slot
+            .as_ref()
+            .map(|b| b.to_string())
+            .unwrap_or_default(),
+    );
+    kv(
+        "DIDYMOS_SYSTEM_VERSION",
+        s.system_version.as_deref().unwrap_or(""),
+    );
+    kv(
+        "DIDYMOS_BOOT_PRIMARY",
+        &s.primary
+            .as_ref()
+            .map(|b| b.to_string())
+            .unwrap_or_default(),
+    );
+    kv(
+        "DIDYMOS_SLOTS",
+        &s.slots
+            .iter()
+            .map(|x| x.name.to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
     for (i, slot) in s.slots.iter().enumerate() {
         let n = i + 1;
         kv(&format!("DIDYMOS_SLOT_NAME_{n}"), &slot.name.to_string());
         kv(&format!("DIDYMOS_SLOT_CLASS_{n}"), &slot.class);
         kv(&format!("DIDYMOS_SLOT_TYPE_{n}"), &slot.kind);
         kv(&format!("DIDYMOS_SLOT_STATE_{n}"), &slot.state);
-        kv(&format!("DIDYMOS_SLOT_BOOTNAME_{n}"), slot.bootname.as_ref().map_or("", |b| b.as_str()));
-        kv(&format!("DIDYMOS_SLOT_BOOT_STATUS_{n}"), slot.boot_status.map_or("", |b| b.as_str()));
+        kv(
+            &format!("DIDYMOS_SLOT_BOOTNAME_{n}"),
+            slot.bootname.as_ref().map_or("", |b| b.as_str()),
+        );
+        kv(
+            &format!("DIDYMOS_SLOT_BOOT_STATUS_{n}"),
+            slot.boot_status.map_or("", |b| b.as_str()),
+        );
         kv(
             &format!("DIDYMOS_SLOT_BUNDLE_VERSION_{n}"),
-            slot.record.as_ref().map_or("", |r| r.bundle_version.as_str()),
+            slot.record
+                .as_ref()
+                .map_or("", |r| r.bundle_version.as_str()),
         );
         kv(
             &format!("DIDYMOS_SLOT_INSTALLED_TIMESTAMP_{n}"),
-            slot.record.as_ref().map_or("", |r| r.installed_timestamp.as_str()),
+            slot.record
+                .as_ref()
+                .map_or("", |r| r.installed_timestamp.as_str()),
         );
     }
     o
@@ -241,21 +290,36 @@ mod tests {
             system_version: Some("2.0".into()),
             interrupted_install: None,
             slots: vec![
-                slot("rootfs.0", "A", "inactive", BootState::Good, Some(("1.0", "2026-11-20T10:00:00Z"))),
-                slot("rootfs.1", "B", "booted", BootState::Good, Some(("2.0", "2026-11-21T10:00:00Z"))),
+                slot(
+                    "rootfs.0",
+                    "A",
+                    "inactive",
+                    BootState::Good,
+                    Some(("1.0", "2026-11-20T10:00:00Z")),
+                ),
+                slot(
+                    "rootfs.1",
+                    "B",
+                    "booted",
+                    BootState::Good,
+                    Some(("2.0", "2026-11-21T10:00:00Z")),
+                ),
             ],
         }
     }
 
     /// Compares with `tests/golden/<name>`; `DIDYMOS_UPDATE_GOLDEN=1` rewrites it.
     fn golden(name: &str, actual: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
         if std::env::var_os("DIDYMOS_UPDATE_GOLDEN").is_some() {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, actual).unwrap();
         }
-        let expected = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (run with DIDYMOS_UPDATE_GOLDEN=1)", path.display()));
+        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!("{}: {e} (run with DIDYMOS_UPDATE_GOLDEN=1)", path.display())
+        });
         pretty_assertions::assert_eq!(expected, actual, "golden file {}", path.display());
     }
 

@@ -87,7 +87,8 @@ pub fn install(
     super::recover_locked(config, bootloader.as_ref())?;
 
     r.step(5, "Checking bundle signature", 2);
-    let keyring = Keyring::load(&config.keyring).map_err(|e| InstallError::Keyring(e.to_string()))?;
+    let keyring =
+        Keyring::load(&config.keyring).map_err(|e| InstallError::Keyring(e.to_string()))?;
     let bundle = match source {
         BundleSource::Path(p) => Bundle::open(&p)?,
         BundleSource::File(f) => Bundle::from_file(f)?,
@@ -127,7 +128,11 @@ pub fn install(
     let booted = crate::slot::booted::detect(config);
     let target = select_target(config, bootloader.as_ref(), &booted)?;
     let bootname = target.bootname.clone();
-    log::info!("installing version {} into {}", manifest.version, target.name);
+    log::info!(
+        "installing version {} into {}",
+        manifest.version,
+        target.name
+    );
 
     let store = Store::open(&config.store.path, config.store.verity)?;
     store.clean_tmp()?;
@@ -184,7 +189,11 @@ pub fn install(
             available,
         });
     }
-    for slot in config.slots.iter().filter(|s| s.parent.as_ref() == Some(&target.name)) {
+    for slot in config
+        .slots
+        .iter()
+        .filter(|s| s.parent.as_ref() == Some(&target.name))
+    {
         if slot.kind == SlotKind::Raw {
             return Err(InstallError::NoTargetSlot(format!(
                 "{} (child of {}) is a raw slot, and bundle format 1 carries no raw \
@@ -228,7 +237,19 @@ pub fn install(
         .map_err(|e| InstallError::Store(StoreError::Source(e.to_string())))?;
     failpoint("target-marked-bad");
 
-    let result = write_slot(&r, config, &store, &bundle, target, &image, &to_write, write_bytes, previous, &started, bootloader.as_ref());
+    let result = write_slot(
+        &r,
+        config,
+        &store,
+        &bundle,
+        target,
+        &image,
+        &to_write,
+        write_bytes,
+        previous,
+        &started,
+        bootloader.as_ref(),
+    );
     let (bytes_written, objects_written) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -311,7 +332,11 @@ fn write_slot(
         })?;
         done_bytes += entry.size;
         let pct = 15 + ((done_bytes as f64 / write_bytes.max(1) as f64) * 70.0) as i32;
-        r.step(pct.min(85), format!("Writing objects ({done_bytes} of {write_bytes} bytes)"), 3);
+        r.step(
+            pct.min(85),
+            format!("Writing objects ({done_bytes} of {write_bytes} bytes)"),
+            3,
+        );
         if half_failpoint == 0 {
             failpoint("objects-half-written");
         }
@@ -324,8 +349,8 @@ fn write_slot(
     failpoint("image-written");
 
     r.step(88, "Checking every object the image references", 2);
-    let referenced = crate::image::referenced_objects(image)
-        .map_err(|e| StoreError::Source(e.to_string()))?;
+    let referenced =
+        crate::image::referenced_objects(image).map_err(|e| StoreError::Source(e.to_string()))?;
     if let Some(missing) = referenced.iter().find(|d| !store.has_object(d)) {
         return Err(InstallError::Store(StoreError::Source(format!(
             "object {missing} is referenced by the new image but missing from the store; \
@@ -349,7 +374,11 @@ fn write_slot(
         activated_count: previous.as_ref().map_or(0, |p| p.activated_count),
     };
     record
-        .save(&config.store.path, bundle.manifest_bytes(), bundle.signature_bytes())
+        .save(
+            &config.store.path,
+            bundle.manifest_bytes(),
+            bundle.signature_bytes(),
+        )
         .map_err(|e| StoreError::Source(e.to_string()))?;
     failpoint("record-written");
 
@@ -405,14 +434,31 @@ fn estimated_space(entries: &[crate::bundle::IndexEntry], image: u64) -> u64 {
     files.map(|n| block(n) + block(n.div_ceil(128))).sum()
 }
 
-fn handler_env(config: &SystemConfig, target: &SlotConfig, bundle: &VerifiedBundle) -> Vec<(String, String)> {
+fn handler_env(
+    config: &SystemConfig,
+    target: &SlotConfig,
+    bundle: &VerifiedBundle,
+) -> Vec<(String, String)> {
     let m = bundle.manifest();
     let mut env = vec![
-        ("DIDYMOS_SYSTEM_COMPATIBLE", config.system.compatible.clone()),
-        ("DIDYMOS_SYSTEM_VARIANT", config.system.variant.clone().unwrap_or_default()),
+        (
+            "DIDYMOS_SYSTEM_COMPATIBLE",
+            config.system.compatible.clone(),
+        ),
+        (
+            "DIDYMOS_SYSTEM_VARIANT",
+            config.system.variant.clone().unwrap_or_default(),
+        ),
         ("DIDYMOS_SLOT_NAME", target.name.to_string()),
         ("DIDYMOS_SLOT_CLASS", target.name.class().to_owned()),
-        ("DIDYMOS_SLOT_BOOTNAME", target.bootname.as_ref().map(|b| b.to_string()).unwrap_or_default()),
+        (
+            "DIDYMOS_SLOT_BOOTNAME",
+            target
+                .bootname
+                .as_ref()
+                .map(|b| b.to_string())
+                .unwrap_or_default(),
+        ),
         ("DIDYMOS_BUNDLE_COMPATIBLE", m.compatible.clone()),
         ("DIDYMOS_BUNDLE_VERSION", m.version.clone()),
         ("DIDYMOS_BUNDLE_BUILD", m.build.clone()),

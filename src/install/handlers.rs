@@ -18,7 +18,11 @@ pub fn system_info(path: &Path) -> Result<Vec<(String, String)>, InstallError> {
 }
 
 /// Runs a handler with `env` added; fails with its stderr if it exits non-zero.
-pub fn run(handler: &'static str, path: &Path, env: &[(String, String)]) -> Result<String, InstallError> {
+pub fn run(
+    handler: &'static str,
+    path: &Path,
+    env: &[(String, String)],
+) -> Result<String, InstallError> {
     log::info!("running {handler} handler {}", path.display());
     let out = Command::new(path)
         .envs(env.iter().map(|(k, v)| (k, v)))

@@ -63,7 +63,10 @@ pub fn read(data_dir: &Path) -> Option<Journal> {
     match toml::from_str(&text) {
         Ok(j) => Some(j),
         Err(e) => {
-            log::warn!("ignoring unreadable install journal {}: {e}", path(data_dir).display());
+            log::warn!(
+                "ignoring unreadable install journal {}: {e}",
+                path(data_dir).display()
+            );
             None
         }
     }

@@ -129,7 +129,6 @@ pub enum InstallError {
     },
 }
 
-
 use crate::config::SystemConfig;
 use crate::store::{FsckReport, GcReport, Store};
 

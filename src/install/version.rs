@@ -1,5 +1,7 @@
-//! Comparing bundle versions: dotted numbers compared numerically, other
-//! parts as text (`1.10 > 1.9`, `2.0-rc1 < 2.0.1`).
+//! Comparing bundle versions: parts split at `.`, `-`, `+`, `_`, `~`, each
+//! compared "naturally" (runs of digits as numbers, the rest as text), so
+//! `1.10 > 1.9` and `1.0-rc2 < 1.0-rc10`. A trailing part that starts with a
+//! letter marks a pre-release: `1.0-rc1 < 1.0 < 1.0.1`.
 
 use std::cmp::Ordering;
 
@@ -13,10 +15,16 @@ pub fn compare(a: &str, b: &str) -> Ordering {
     for i in 0..pa.len().max(pb.len()) {
         let (x, y) = (pa.get(i), pb.get(i));
         let ord = match (x, y) {
-            (Some(x), Some(y)) => match (x.parse::<u64>(), y.parse::<u64>()) {
-                (Ok(x), Ok(y)) => x.cmp(&y),
-                _ => x.cmp(y),
-            },
+            (Some(x), Some(y)) if starts_alpha(x) != starts_alpha(y) => {
+                if starts_alpha(x) {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                }
+            }
+            (Some(x), Some(y)) => natural(x, y),
+            (Some(x), None) if starts_alpha(x) => Ordering::Less,
+            (None, Some(y)) if starts_alpha(y) => Ordering::Greater,
             (Some(_), None) => Ordering::Greater,
             (None, Some(_)) => Ordering::Less,
             (None, None) => Ordering::Equal,
@@ -26,6 +34,37 @@ pub fn compare(a: &str, b: &str) -> Ordering {
         }
     }
     Ordering::Equal
+}
+
+fn starts_alpha(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+}
+
+/// Compares runs of digits numerically and everything else as text.
+fn natural(a: &str, b: &str) -> Ordering {
+    fn runs(s: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let b = s.as_bytes();
+        for i in 1..=b.len() {
+            if i == b.len() || b[i].is_ascii_digit() != b[start].is_ascii_digit() {
+                out.push(&s[start..i]);
+                start = i;
+            }
+        }
+        out
+    }
+    let (ra, rb) = (runs(a), runs(b));
+    for (x, y) in ra.iter().zip(rb.iter()) {
+        let ord = match (x.parse::<u128>(), y.parse::<u128>()) {
+            (Ok(x), Ok(y)) => x.cmp(&y),
+            _ => x.cmp(y),
+        };
+        if ord != Ordering::Equal {
+            return ord;
+        }
+    }
+    ra.len().cmp(&rb.len())
 }
 
 #[cfg(test)]
@@ -42,6 +81,10 @@ mod tests {
             ("1.0", "1.0.1", Less),
             ("2024.04", "2024.10", Less),
             ("1.0-rc2", "1.0-rc10", Less),
+            ("1.0-rc1", "1.0", Less),
+            ("1.0", "1.0.1", Less),
+            ("2.0-rc1", "2.0.1", Less),
+            ("v3", "v12", Less),
         ] {
             assert_eq!(compare(a, b), want, "{a} vs {b}");
         }

@@ -371,3 +371,6 @@ impl Store {
 
 /// Largest composefs image accepted (metadata only; a large distribution is tens of MiB).
 pub const MAX_IMAGE_SIZE: u64 = 1 << 30;
+
+#[cfg(test)]
+mod tests;
