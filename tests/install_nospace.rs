@@ -1,0 +1,87 @@
+//! Tier 2 (root): the store on a small tmpfs — refused when the index says
+//! it will not fit, and ENOSPC in the middle of writing fails cleanly.
+
+mod common;
+
+use common::device::Device;
+
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Self {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test mounts a tmpfs and must run as root (tests/run does)"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs at {}", dir.display());
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn device_with_small_store() -> (Device, Tmpfs) {
+    let d = Device::new();
+    let t = Tmpfs::mount(&d.config.store.path, "9M");
+    let v1 = d.bundle(1, None);
+    d.install(&v1).unwrap();
+    d.boot();
+    d.mark_good();
+    (d, t)
+}
+
+#[test]
+fn refused_when_it_cannot_fit() {
+    let (d, _t) = device_with_small_store();
+    let big = d.bundle_with(2, None, |o| o.zstd_level = 1);
+    // Fill the store's filesystem so only a little is left.
+    let filler = d.config.store.path.join("state/filler");
+    let free = rustix::fs::statvfs(&d.config.store.path).unwrap();
+    let leave = 1024 * 1024;
+    let fill = (free.f_bavail * free.f_frsize).saturating_sub(leave);
+    std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
+    let before = d.snapshot();
+    let err = d.install(&big).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, didymos::install::InstallError::NoSpace { .. }), "{msg}");
+    assert!(msg.contains("not enough space") && msg.contains("didymos gc"), "{msg}");
+    assert_eq!(before, d.snapshot());
+    std::fs::remove_file(filler).unwrap();
+}
+
+#[test]
+fn enospc_while_writing_leaves_the_store_consistent() {
+    let (d, _t) = device_with_small_store();
+    let big = d.bundle(2, None);
+    let filler = d.config.store.path.join("state/filler");
+    let free = rustix::fs::statvfs(&d.config.store.path).unwrap();
+    let fill = (free.f_bavail * free.f_frsize).saturating_sub(2 * 1024 * 1024);
+    std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
+    let out = d
+        .cli()
+        .arg("install")
+        .arg(&big)
+        .env("DIDYMOS_FAILPOINT", "skip-space-check")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no space left"), "{stderr}");
+    assert_eq!(d.primary().unwrap().as_str(), "A");
+    assert_eq!(std::fs::read_dir(d.config.store.path.join("tmp")).unwrap().count(), 0);
+    std::fs::remove_file(filler).unwrap();
+    d.fsck_clean();
+    // With space again, the same install succeeds.
+    d.install(&big).unwrap();
+    d.fsck_clean();
+}
