@@ -1,10 +1,11 @@
 //! Tier 1: the install engine on a temporary-directory device.
 
-mod common;
+#[path = "common/device.rs"]
+mod device;
 
 use std::collections::BTreeSet;
 
-use common::device::Device;
+use device::Device;
 use didymos::install::InstallError;
 
 fn referenced(d: &Device, bundle: &std::path::Path) -> BTreeSet<didymos::Digest> {

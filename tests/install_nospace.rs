@@ -1,9 +1,10 @@
 //! Tier 2 (root): the store on a small tmpfs — refused when the index says
 //! it will not fit, and ENOSPC in the middle of writing fails cleanly.
 
-mod common;
+#[path = "common/device.rs"]
+mod device;
 
-use common::device::Device;
+use device::Device;
 
 struct Tmpfs(std::path::PathBuf);
 

@@ -1,9 +1,10 @@
 //! Tier 1: power cuts at every step of an install (failpoints), and SIGKILL
 //! of a real install process at random moments.
 
-mod common;
+#[path = "common/device.rs"]
+mod device;
 
-use common::device::Device;
+use device::Device;
 use didymos::boot::BootState;
 
 /// After any cut, the device must still be consistent.

@@ -34,7 +34,10 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
 
     let pki = didymos::bundle::devpki::generate(&dir.join("pki"))
         .context("cannot create the development keys")?;
-    println!("   development PKI (never use on a real device): {}", dir.join("pki").display());
+    println!(
+        "   development PKI (never use on a real device): {}",
+        dir.join("pki").display()
+    );
     let conf_path = dir.join("system.conf");
     std::fs::write(&conf_path, didymos::demo::device_config())?;
     std::fs::write(dir.join("cmdline"), "")?;
@@ -59,11 +62,16 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
         if version == 2 {
             opts.bases = vec![dir.join("demo-v1.raucb")];
         }
-        let summary = create::create(&opts).with_context(|| format!("cannot build {}", output.display()))?;
+        let summary =
+            create::create(&opts).with_context(|| format!("cannot build {}", output.display()))?;
         println!(
             "== Built {} ({}): {} objects carried, {} bytes{}",
             output.file_name().unwrap_or_default().to_string_lossy(),
-            if version == 2 { "delta against v1" } else { "full" },
+            if version == 2 {
+                "delta against v1"
+            } else {
+                "full"
+            },
             summary.manifest.objects.count,
             summary.file_size,
             if version == 2 {
@@ -92,7 +100,11 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
 
 /// Reads a file of a slot's root filesystem through its image and the store,
 /// the way the mounted root would show it.
-fn read_from_slot(config: &SystemConfig, slot: &didymos::slot::SlotName, path: &str) -> anyhow::Result<String> {
+fn read_from_slot(
+    config: &SystemConfig,
+    slot: &didymos::slot::SlotName,
+    path: &str,
+) -> anyhow::Result<String> {
     use didymos::image::{FileContent, ImageTree};
     let record = didymos::slot::SlotRecord::load(&config.store.path, slot)?;
     let store = didymos::store::Store::open(&config.store.path, config.store.verity)?;
@@ -107,7 +119,12 @@ fn read_from_slot(config: &SystemConfig, slot: &didymos::slot::SlotName, path: &
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-fn install_and_boot(config: &SystemConfig, dir: &Path, bundle: &Path, version: usize) -> anyhow::Result<()> {
+fn install_and_boot(
+    config: &SystemConfig,
+    dir: &Path,
+    bundle: &Path,
+    version: usize,
+) -> anyhow::Result<()> {
     println!("\n== Installing {}", bundle.display());
     let outcome = install::install(
         config,
@@ -122,7 +139,11 @@ fn install_and_boot(config: &SystemConfig, dir: &Path, bundle: &Path, version: u
     )?;
     println!(
         "   version {} is in {}: {} objects written ({} bytes), {} reused from the store",
-        outcome.bundle_version, outcome.slot, outcome.objects_written, outcome.bytes_written, outcome.objects_reused
+        outcome.bundle_version,
+        outcome.slot,
+        outcome.objects_written,
+        outcome.bytes_written,
+        outcome.objects_reused
     );
     let bootloader = FileBootloader::new(
         config
@@ -137,9 +158,13 @@ fn install_and_boot(config: &SystemConfig, dir: &Path, bundle: &Path, version: u
         .simulate_boot()?
         .context("the bootloader found no slot to boot")?;
     std::fs::write(dir.join("cmdline"), format!("didymos.slot={chosen}\n"))?;
-    println!("== Rebooting: the bootloader chose slot {chosen} (kernel command line: didymos.slot={chosen})");
+    println!(
+        "== Rebooting: the bootloader chose slot {chosen} (kernel command line: didymos.slot={chosen})"
+    );
     let booted = didymos::slot::booted::detect(config);
-    let slot = booted.slot().context("the demo device did not boot through a slot")?;
+    let slot = booted
+        .slot()
+        .context("the demo device did not boot through a slot")?;
     let os_release = read_from_slot(config, slot, "etc/os-release")?;
     let pretty = os_release
         .lines()
@@ -150,7 +175,13 @@ fn install_and_boot(config: &SystemConfig, dir: &Path, bundle: &Path, version: u
     if !pretty.ends_with(&format!("{version}.0")) {
         bail!("slot {slot} runs {pretty:?}, expected version {version}.0");
     }
-    let outcome = mark::mark(config, &bootloader, booted.bootname(), MarkState::Good, "booted")?;
+    let outcome = mark::mark(
+        config,
+        &bootloader,
+        booted.bootname(),
+        MarkState::Good,
+        "booted",
+    )?;
     println!("== The new system works: {}", outcome.message);
     Ok(())
 }

@@ -123,15 +123,14 @@ pub fn install(
             system: config.system.compatible.clone(),
         });
     }
-    if let Some(min) = &config.system.min_bundle_version {
-        if !options.ignore_version_limit
-            && super::version::compare(&manifest.version, min) == std::cmp::Ordering::Less
-        {
-            return Err(InstallError::VersionTooOld {
-                bundle: manifest.version.clone(),
-                minimum: min.clone(),
-            });
-        }
+    if let Some(min) = &config.system.min_bundle_version
+        && !options.ignore_version_limit
+        && super::version::compare(&manifest.version, min) == std::cmp::Ordering::Less
+    {
+        return Err(InstallError::VersionTooOld {
+            bundle: manifest.version.clone(),
+            minimum: min.clone(),
+        });
     }
 
     r.step(8, "Determining target slot", 2);

@@ -272,13 +272,13 @@ impl Store {
             }
             let measured = image::measure_verity(&ro)
                 .map_err(|e| StoreError::io(tmp, "cannot measure fs-verity", e))?;
-            if let Some(actual) = measured {
-                if &actual != digest {
-                    return Err(StoreError::DigestMismatch {
-                        digest: *digest,
-                        actual,
-                    });
-                }
+            if let Some(actual) = measured
+                && &actual != digest
+            {
+                return Err(StoreError::DigestMismatch {
+                    digest: *digest,
+                    actual,
+                });
             }
         }
         let dir = final_path.parent().expect("store paths have a parent");
