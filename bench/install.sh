@@ -16,8 +16,8 @@ trap 'rm -rf "$work"' EXIT
 dev=$work/dev
 pki=$dev/pki
 make_bundle() { # rootfs, output, version, [base]
-  "$didymos" bundle create --rootfs "$1" --output "$2" --cert "$pki/signing.cert.pem" \
-    --key "$pki/signing.key.pem" --intermediate "$pki/intermediate.cert.pem" \
+  "$didymos" bundle create --rootfs "$1" --output "$2" --cert "$pki/signing.pem" \
+    --key "$pki/signing.key" --intermediate "$pki/intermediate-ca.pem" \
     --compatible didymos-demo --version "$3" ${4:+--base "$4"} >/dev/null
 }
 make_bundle "$v1" "$work/v1.raucb" 10.0

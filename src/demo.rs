@@ -134,7 +134,7 @@ state-file = "bootloader.toml"
 
 [keyring]
 # Development keys: never ship these on a real device.
-path = "pki/keyring.pem"
+path = "pki/root-ca.pem"
 
 [store]
 path = "store"

@@ -10,7 +10,10 @@ use didymos::install::InstallError;
 
 fn referenced(d: &Device, bundle: &std::path::Path) -> BTreeSet<didymos::Digest> {
     let keyring = didymos::keyring::Keyring::load(&d.config.keyring).unwrap();
-    let b = didymos::bundle::Bundle::open(bundle).unwrap().verify(&keyring).unwrap();
+    let b = didymos::bundle::Bundle::open(bundle)
+        .unwrap()
+        .verify(&keyring)
+        .unwrap();
     didymos::image::referenced_objects(&b.read_image().unwrap()).unwrap()
 }
 
@@ -20,7 +23,11 @@ fn full_cycle_with_delta_and_gc() {
     let v1 = d.bundle(1, None);
     let v2 = d.bundle(2, Some(&v1));
     let v3 = d.bundle(3, None);
-    let (r1, r2, r3) = (referenced(&d, &v1), referenced(&d, &v2), referenced(&d, &v3));
+    let (r1, r2, r3) = (
+        referenced(&d, &v1),
+        referenced(&d, &v2),
+        referenced(&d, &v3),
+    );
 
     // v1 → A (nothing booted yet: the first slot).
     let o = d.install(&v1).unwrap();
@@ -42,7 +49,11 @@ fn full_cycle_with_delta_and_gc() {
     // v3 → A (the booted B is never the target); GC drops exactly what only v1 used.
     let o = d.install(&v3).unwrap();
     assert_eq!(o.slot.to_string(), "rootfs.0");
-    let only_v1: BTreeSet<_> = r1.difference(&r2).filter(|x| !r3.contains(x)).copied().collect();
+    let only_v1: BTreeSet<_> = r1
+        .difference(&r2)
+        .filter(|x| !r3.contains(x))
+        .copied()
+        .collect();
     assert_eq!(o.objects_collected as usize, only_v1.len());
     assert_eq!(d.objects(), r2.union(&r3).copied().collect());
     d.fsck_clean();
@@ -54,7 +65,10 @@ fn boot_files_are_installed_per_slot() {
     let d = Device::new();
     d.install(&d.bundle(1, None)).unwrap();
     let kernel = std::fs::read(d.path("boot/A/vmlinuz")).unwrap();
-    assert_eq!(kernel, std::fs::read(d.path("rootfs-v1/boot/vmlinuz")).unwrap());
+    assert_eq!(
+        kernel,
+        std::fs::read(d.path("rootfs-v1/boot/vmlinuz")).unwrap()
+    );
     assert!(d.path("boot/A/initrd.img").exists());
     assert!(!d.path("boot/B").exists());
 }
@@ -63,13 +77,22 @@ fn boot_files_are_installed_per_slot() {
 fn refused(d: &Device, bundle: &std::path::Path) -> InstallError {
     let before = d.snapshot();
     let err = d.install(bundle).unwrap_err();
-    assert_eq!(before, d.snapshot(), "the store changed although the install was refused: {err}");
+    assert_eq!(
+        before,
+        d.snapshot(),
+        "the store changed although the install was refused: {err}"
+    );
     err
 }
 
 #[test]
 fn refusals_write_nothing() {
-    let d = Device::with_config(|c| c.replace("boot-attempts = 3", "boot-attempts = 3\nmin-bundle-version = \"2.0\""));
+    let d = Device::with_config(|c| {
+        c.replace(
+            "boot-attempts = 3",
+            "boot-attempts = 3\nmin-bundle-version = \"2.0\"",
+        )
+    });
     let v2 = d.bundle(2, None);
     d.install(&v2).unwrap();
     d.boot();
@@ -77,15 +100,22 @@ fn refusals_write_nothing() {
 
     let wrong = d.bundle_with(3, None, |o| o.compatible = "other-device".into());
     let msg = refused(&d, &wrong).to_string();
-    assert!(msg.contains("\"other-device\"") && msg.contains("--ignore-compatible"), "{msg}");
+    assert!(
+        msg.contains("\"other-device\"") && msg.contains("--ignore-compatible"),
+        "{msg}"
+    );
 
     let old = d.bundle(1, None);
     let msg = refused(&d, &old).to_string();
-    assert!(msg.contains("1.0") && msg.contains("min-bundle-version"), "{msg}");
+    assert!(
+        msg.contains("1.0") && msg.contains("min-bundle-version"),
+        "{msg}"
+    );
 
-    // A delta against an image the device never had.
+    // A delta against an image the device never had: a build of the same
+    // tree, so the delta carries nothing the device lacks.
     let other = Device::new();
-    let foreign_base = other.bundle_with(7, None, |o| o.version = "7.0".into());
+    let foreign_base = other.bundle_with(3, None, |o| o.version = "3.0-base".into());
     let delta = d.bundle_with(3, Some(&foreign_base), |_| {});
     let err = refused(&d, &delta);
     let keyring = didymos::keyring::Keyring::load(&other.config.keyring).unwrap();
@@ -98,7 +128,10 @@ fn refusals_write_nothing() {
         .digest;
     let msg = err.to_string();
     assert!(matches!(err, InstallError::MissingBaseObjects(_)), "{msg}");
-    assert!(msg.contains(&base_image.to_hex()), "message does not name the base image: {msg}");
+    assert!(
+        msg.contains(&base_image.to_hex()),
+        "message does not name the base image: {msg}"
+    );
 }
 
 #[test]
@@ -124,13 +157,23 @@ fn never_installs_into_the_booted_slot() {
 fn a_second_install_is_busy_and_names_the_holder() {
     let d = Device::new();
     let v1 = d.bundle(1, None);
-    let _held = didymos::install::InstallLock::acquire(&d.config.system.data_directory, "install of test.raucb").unwrap();
+    let _held = didymos::install::InstallLock::acquire(
+        &d.config.system.data_directory,
+        "install of test.raucb",
+    )
+    .unwrap();
     let before = d.snapshot();
     let out = d.cli().arg("install").arg(&v1).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("another install is running"), "{stderr}");
-    assert!(stderr.contains(&format!("install of test.raucb by pid {}", std::process::id())), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "install of test.raucb by pid {}",
+            std::process::id()
+        )),
+        "{stderr}"
+    );
     assert_eq!(before, d.snapshot());
 }
 
@@ -139,17 +182,35 @@ fn cli_install_status_mark_gc_fsck() {
     let d = Device::new();
     let v1 = d.bundle(1, None);
     let out = d.cli().arg("install").arg(&v1).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("installed version 1.0 into rootfs.0"), "{stdout}");
+    assert!(
+        stdout.contains("installed version 1.0 into rootfs.0"),
+        "{stdout}"
+    );
     // Not a terminal: plain progress lines, ending at 100 %.
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.lines().last().unwrap_or("").starts_with("100%"), "{stderr}");
+    assert!(
+        stderr.lines().last().unwrap_or("").starts_with("100%"),
+        "{stderr}"
+    );
 
     d.boot();
     let out = d.cli().args(["status", "mark-good"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = d.cli().args(["status", "--output-format", "json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d
+        .cli()
+        .args(["status", "--output-format", "json"])
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["booted-slot"], "rootfs.0");
     assert_eq!(v["slots"][0]["boot-status"], "good");
@@ -159,5 +220,7 @@ fn cli_install_status_mark_gc_fsck() {
     let out = d.cli().arg("fsck").output().unwrap();
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("clean"));
     let out = d.cli().arg("gc").output().unwrap();
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("removed 0 objects"));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("removed 0 objects")
+    );
 }

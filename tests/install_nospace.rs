@@ -54,8 +54,14 @@ fn refused_when_it_cannot_fit() {
     let before = d.snapshot();
     let err = d.install(&big).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, didymos::install::InstallError::NoSpace { .. }), "{msg}");
-    assert!(msg.contains("not enough space") && msg.contains("didymos gc"), "{msg}");
+    assert!(
+        matches!(err, didymos::install::InstallError::NoSpace { .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("not enough space") && msg.contains("didymos gc"),
+        "{msg}"
+    );
     assert_eq!(before, d.snapshot());
     std::fs::remove_file(filler).unwrap();
 }
@@ -66,7 +72,7 @@ fn enospc_while_writing_leaves_the_store_consistent() {
     let big = d.bundle(2, None);
     let filler = d.config.store.path.join("state/filler");
     let free = rustix::fs::statvfs(&d.config.store.path).unwrap();
-    let fill = (free.f_bavail * free.f_frsize).saturating_sub(2 * 1024 * 1024);
+    let fill = (free.f_bavail * free.f_frsize).saturating_sub(512 * 1024);
     std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
     let out = d
         .cli()
@@ -79,7 +85,12 @@ fn enospc_while_writing_leaves_the_store_consistent() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no space left"), "{stderr}");
     assert_eq!(d.primary().unwrap().as_str(), "A");
-    assert_eq!(std::fs::read_dir(d.config.store.path.join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(d.config.store.path.join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
     std::fs::remove_file(filler).unwrap();
     d.fsck_clean();
     // With space again, the same install succeeds.

@@ -87,8 +87,14 @@ pub fn main() -> ExitCode {
 /// Prints an error and its whole chain once, with a fixed prefix.
 pub fn report(err: &anyhow::Error) -> ExitCode {
     let mut msg = format!("didymos: error: {err}");
+    let mut shown = err.to_string();
     for cause in err.chain().skip(1) {
-        msg.push_str(&format!("\n  caused by: {cause}"));
+        // Many errors already include their cause in their own message.
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            msg.push_str(&format!("\n  caused by: {text}"));
+            shown = text;
+        }
     }
     eprintln!("{msg}");
     ExitCode::FAILURE

@@ -97,8 +97,7 @@ pub fn install(
     super::recover_locked(config, bootloader.as_ref())?;
 
     r.step(5, "Checking bundle signature", 2);
-    let keyring =
-        Keyring::load(&config.keyring).map_err(|e| InstallError::Keyring(e.to_string()))?;
+    let keyring = Keyring::load(&config.keyring)?;
     let bundle = match source {
         BundleSource::Path(p) => Bundle::open(&p)?,
         BundleSource::File(f) => Bundle::from_file(f)?,
@@ -418,9 +417,12 @@ fn select_target<'c>(
                  configure; refusing to guess which slot is safe to overwrite"
             )));
         }
+        // Not booted through a slot (factory or recovery system): keep what
+        // the bootloader would boot next, unless that slot holds nothing yet.
         Booted::None => bootloader
             .get_primary()?
-            .and_then(|b| config.slot_by_bootname(&b).map(|s| s.name.clone())),
+            .and_then(|b| config.slot_by_bootname(&b).map(|s| s.name.clone()))
+            .filter(|slot| SlotRecord::load(&config.store.path, slot).is_ok()),
     };
     candidates
         .into_iter()

@@ -120,8 +120,8 @@ pub enum InstallError {
         status: String,
         stderr: String,
     },
-    #[error("keyring: {0}")]
-    Keyring(String),
+    #[error(transparent)]
+    Keyring(#[from] crate::keyring::KeyringError),
     #[error("{context}: {source}")]
     Io {
         context: String,

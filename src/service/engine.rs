@@ -20,22 +20,18 @@ pub fn install(
     progress: &dyn Fn(Progress),
     cancel: &CancelToken,
 ) -> Result<InstallOutcome, InstallError> {
-    let _ = (config, file, options, progress, cancel);
-    Err(InstallError::Io {
-        context: "the install engine".into(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "not available in this build",
-        ),
-    })
+    crate::install::install(
+        config,
+        crate::install::BundleSource::File(file),
+        options,
+        progress,
+        cancel,
+    )
 }
 
 /// The system and slot status.
 pub fn status(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
-    let _ = config;
-    Err(StatusError::Pending(
-        "slot status is not available in this build".into(),
-    ))
+    crate::status::collect(config)
 }
 
 /// Marks a slot (`state`: good, bad or active; `identifier`: booted, other or a slot name).

@@ -117,11 +117,14 @@ impl From<InstallError> for Error {
             InstallError::ManifestHashMismatch { .. } => Self::ManifestHashMismatch(msg),
             InstallError::NoTargetSlot(_) => Self::NoSuchSlot(msg),
             InstallError::MissingBaseObjects(_) => Self::MissingBaseObjects(msg),
-            InstallError::NoSpace { .. } => Self::NoSpace(msg),
+            InstallError::NoSpace { .. }
+            | InstallError::Store(crate::store::StoreError::NoSpace { .. }) => Self::NoSpace(msg),
             InstallError::Cancelled => Self::Cancelled(msg),
             InstallError::Bootloader(_) => Self::Bootloader(msg),
             InstallError::Handler { .. } => Self::Handler(msg),
-            InstallError::Store(_) | InstallError::Io { .. } => Self::Failed(msg),
+            InstallError::Keyring(_) | InstallError::Store(_) | InstallError::Io { .. } => {
+                Self::Failed(msg)
+            }
         }
     }
 }

@@ -53,8 +53,7 @@ pub enum StoreError {
 
 impl StoreError {
     fn io(path: &Path, context: &'static str, source: io::Error) -> Self {
-        if source.raw_os_error() == Some(28) {
-            // ENOSPC
+        if source.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
             return StoreError::NoSpace {
                 path: path.to_owned(),
                 what: context.to_owned(),
@@ -227,10 +226,26 @@ impl Store {
             .map_err(|e| StoreError::io(&tmp_dir, "cannot create temporary file", e))?;
         let tmp_path = tmp.path().to_owned();
         let size = {
-            let mut w = BufWriter::with_capacity(256 * 1024, tmp.as_file());
-            fill(&mut w)?;
-            w.flush()
-                .map_err(|e| StoreError::io(&tmp_path, "cannot write", e))?;
+            let mut w = NoSpaceWatch {
+                inner: BufWriter::with_capacity(256 * 1024, tmp.as_file()),
+                no_space: false,
+            };
+            let filled = fill(&mut w).and_then(|()| {
+                w.flush()
+                    .map_err(|e| StoreError::io(&tmp_path, "cannot write", e))
+            });
+            if let Err(e) = filled {
+                // The source's error may hide the cause: report a full
+                // filesystem as such, whatever layer saw it first.
+                return Err(if w.no_space {
+                    StoreError::NoSpace {
+                        path: self.root.clone(),
+                        what: format!("object {digest}"),
+                    }
+                } else {
+                    e
+                });
+            }
             drop(w);
             tmp.as_file()
                 .sync_all()
@@ -366,6 +381,34 @@ impl Store {
         let st = rustix::fs::statvfs(&self.root)
             .map_err(|e| StoreError::io(&self.root, "cannot statvfs", e.into()))?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+}
+
+/// A writer that remembers whether the filesystem ran out of space.
+struct NoSpaceWatch<W: Write> {
+    inner: W,
+    no_space: bool,
+}
+
+impl<W: Write> NoSpaceWatch<W> {
+    fn watch<T>(&mut self, r: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &r
+            && e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error())
+        {
+            self.no_space = true;
+        }
+        r
+    }
+}
+
+impl<W: Write> Write for NoSpaceWatch<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.watch(r)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        let r = self.inner.flush();
+        self.watch(r)
     }
 }
 

@@ -12,7 +12,9 @@ use didymos::boot::file::FileBootloader;
 use didymos::boot::mark::{self, MarkState};
 use didymos::bundle::create::{self, CreateOptions};
 use didymos::config::SystemConfig;
-use didymos::install::{self, BundleSource, CancelToken, InstallError, InstallOptions, InstallOutcome};
+use didymos::install::{
+    self, BundleSource, CancelToken, InstallError, InstallOptions, InstallOutcome,
+};
 use didymos::slot::Bootname;
 
 pub struct Device {
@@ -31,7 +33,12 @@ impl Device {
         std::fs::write(&conf, edit(didymos::demo::device_config())).unwrap();
         std::fs::write(dir.path().join("cmdline"), "").unwrap();
         let config = SystemConfig::load(&conf).unwrap();
-        Device { dir, conf, config, pki }
+        Device {
+            dir,
+            conf,
+            config,
+            pki,
+        }
     }
 
     pub fn new() -> Self {
@@ -47,7 +54,12 @@ impl Device {
         self.bundle_with(version, base, |_| {})
     }
 
-    pub fn bundle_with(&self, version: u32, base: Option<&Path>, edit: impl FnOnce(&mut CreateOptions)) -> PathBuf {
+    pub fn bundle_with(
+        &self,
+        version: u32,
+        base: Option<&Path>,
+        edit: impl FnOnce(&mut CreateOptions),
+    ) -> PathBuf {
         let rootfs = self.path(&format!("rootfs-v{version}"));
         if !rootfs.exists() {
             didymos::demo::write_sample_rootfs(&rootfs, version).unwrap();
@@ -99,12 +111,21 @@ impl Device {
     }
 
     pub fn booted(&self) -> Option<Bootname> {
-        didymos::slot::booted::detect(&self.config).bootname().cloned()
+        didymos::slot::booted::detect(&self.config)
+            .bootname()
+            .cloned()
     }
 
     pub fn mark_good(&self) {
         let b = self.booted();
-        mark::mark(&self.config, &self.bootloader(), b.as_ref(), MarkState::Good, "booted").unwrap();
+        mark::mark(
+            &self.config,
+            &self.bootloader(),
+            b.as_ref(),
+            MarkState::Good,
+            "booted",
+        )
+        .unwrap();
     }
 
     pub fn primary(&self) -> Option<Bootname> {
@@ -135,7 +156,9 @@ impl Device {
         let mut out = BTreeMap::new();
         let mut stack = vec![self.config.store.path.clone(), self.path("bootloader.toml")];
         while let Some(p) = stack.pop() {
-            let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
             if meta.is_dir() {
                 out.insert(p.clone(), "dir".into());
                 for e in std::fs::read_dir(&p).unwrap() {
