@@ -11,7 +11,7 @@ use super::Global;
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
-    mark: Option<Mark>,
+    mark: Option<StatusCommand>,
     /// Show what is installed in each slot.
     #[arg(long)]
     detailed: bool,
@@ -28,7 +28,8 @@ pub enum Format {
 }
 
 #[derive(clap::Subcommand)]
-enum Mark {
+#[allow(clippy::enum_variant_names)] // the subcommands are named mark-good, mark-bad, mark-active
+enum StatusCommand {
     /// Mark a slot as good (it booted and works).
     MarkGood(MarkArgs),
     /// Mark a slot as bad (the bootloader will not choose it).
@@ -48,9 +49,9 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let config = global.config()?;
     if let Some(m) = args.mark {
         let (state, ident) = match m {
-            Mark::MarkGood(a) => (MarkState::Good, a.slot),
-            Mark::MarkBad(a) => (MarkState::Bad, a.slot),
-            Mark::MarkActive(a) => (MarkState::Active, a.slot),
+            StatusCommand::MarkGood(a) => (MarkState::Good, a.slot),
+            StatusCommand::MarkBad(a) => (MarkState::Bad, a.slot),
+            StatusCommand::MarkActive(a) => (MarkState::Active, a.slot),
         };
         let bootloader = didymos::boot::from_config(&config)?;
         let booted = didymos::slot::booted::detect(&config);
@@ -330,6 +331,19 @@ mod tests {
         golden("status-detailed.txt", &render(&s, Format::Readable, true));
         golden("status.json", &render(&s, Format::Json, false));
         golden("status-pretty.json", &render(&s, Format::JsonPretty, false));
-        golden("status.sh", &render(&s, Format::Shell, false));
+        let shell = render(&s, Format::Shell, false);
+        golden("status.sh", &shell);
+        // The shell format must survive a real shell, quotes included.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{shell}\nprintf '%s|%s' \"$DIDYMOS_SYSTEM_COMPATIBLE\" \"$DIDYMOS_SLOTS\""
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "didymos-demo|rootfs.0 rootfs.1"
+        );
     }
 }
