@@ -68,6 +68,16 @@ impl Core {
             system_version: String::new(),
         };
         let (mut last_error, mut last_error_name) = (String::new(), String::new());
+        // Clean up after an install the previous run did not finish; status
+        // then reports it (until the next install).
+        match engine::recover(&config) {
+            Ok(Some(what)) => log::warn!("recovered from an interrupted install: {what}"),
+            Ok(None) => {}
+            Err(e) => log::warn!(
+                "cannot check for an interrupted install at start: {}",
+                super::error::chain(&e)
+            ),
+        }
         match engine::status(&config) {
             Ok(status) => {
                 facts.system_version = status.system_version.unwrap_or_default();

@@ -29,6 +29,12 @@ pub fn install(
     )
 }
 
+/// Finishes what an interrupted install left behind (at the service's start).
+/// Returns a description of the interrupted install, if there was one.
+pub fn recover(config: &SystemConfig) -> Result<Option<String>, InstallError> {
+    Ok(crate::install::recover(config)?.map(|i| i.describe()))
+}
+
 /// The system and slot status.
 pub fn status(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
     crate::status::collect(config)

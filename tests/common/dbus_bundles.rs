@@ -1,0 +1,53 @@
+//! Bundles for the D-Bus install tests: development keys for a [`Device`] and
+//! bundles of small generated root filesystems, made with the bundle library.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use didymos::bundle::create::{CreateOptions, create};
+
+use super::common_dbus::Device;
+
+/// Makes development keys for `device` (its system.conf reads `keyring.pem`).
+pub fn keys(device: &Device) -> didymos::bundle::devpki::DevPki {
+    let pki = didymos::bundle::devpki::generate(&device.path("pki")).unwrap();
+    std::fs::copy(&pki.keyring, device.path("keyring.pem")).unwrap();
+    pki
+}
+
+/// A bundle of a root filesystem with `files` distinct 4 KiB files (each an
+/// object in the store), for `compatible`, at `version`.
+pub fn bundle(
+    device: &Device,
+    pki: &didymos::bundle::devpki::DevPki,
+    compatible: &str,
+    version: &str,
+    files: usize,
+) -> PathBuf {
+    let rootfs = device.path(&format!("rootfs-{version}-{files}"));
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::create_dir_all(rootfs.join("data")).unwrap();
+    std::fs::write(
+        rootfs.join("etc/os-release"),
+        format!("VERSION={version}\n"),
+    )
+    .unwrap();
+    for i in 0..files {
+        let mut content = format!("{version} file {i}\n").into_bytes();
+        content.resize(4096, (i % 251) as u8);
+        std::fs::write(rootfs.join(format!("data/f{i:05}")), content).unwrap();
+    }
+    let output = device.path(&format!("{compatible}-{version}-{files}.raucb"));
+    let mut options = CreateOptions::new(
+        &rootfs,
+        &output,
+        &pki.signing_cert,
+        &pki.signing_key,
+        compatible,
+        version,
+    );
+    options.intermediates = vec![pki.intermediate_cert.clone()];
+    create(&options).unwrap();
+    output
+}

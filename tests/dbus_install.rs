@@ -1,0 +1,452 @@
+//! Installs through the service on a private bus: the property and signal
+//! sequence of a full install, a failing install, cancel during the object
+//! copy, Busy, a client that disconnects, the file-descriptor variant through
+//! every client, and a RAUC client using only RAUC's names.
+
+#[path = "common/dbus.rs"]
+mod common_dbus;
+#[path = "common/dbus_bundles.rs"]
+mod dbus_bundles;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common_dbus::*;
+use didymos::service::Error;
+use didymos::service::client::InstallerProxy;
+use futures_lite::StreamExt;
+use zbus::zvariant::{OwnedFd, Value};
+
+fn fd(path: &std::path::Path) -> OwnedFd {
+    OwnedFd::from(std::os::fd::OwnedFd::from(
+        std::fs::File::open(path).unwrap(),
+    ))
+}
+
+/// Everything observed during one install, in order.
+#[derive(Debug, Default)]
+struct Observed {
+    operations: Vec<String>,
+    percents: Vec<i32>,
+    completed: Vec<i32>,
+}
+
+/// Watches `Operation`, `Progress` and `Completed` until `Completed` arrives
+/// and then a little longer (to catch a second `Completed`). `on_progress`
+/// sees every progress value and may act (e.g. cancel).
+async fn watch(
+    proxy: &InstallerProxy<'_>,
+    start: impl std::future::Future<Output = Result<(), Error>>,
+    mut on_progress: impl FnMut(i32, &str),
+) -> Observed {
+    let mut ops = proxy.receive_operation_changed().await;
+    let mut progress = proxy.receive_progress_changed().await;
+    let mut completed = proxy.receive_completed().await.unwrap();
+    // Property streams begin with the current value; consume it so only
+    // changes are recorded.
+    let initial = Duration::from_secs(5);
+    let first_op = tokio::time::timeout(initial, ops.next())
+        .await
+        .ok()
+        .flatten();
+    assert_eq!(first_op.unwrap().get().await.unwrap(), "idle");
+    tokio::time::timeout(initial, progress.next()).await.ok();
+    start.await.unwrap();
+    let mut seen = Observed::default();
+    let mut deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        tokio::select! {
+            Some(c) = ops.next() => seen.operations.push(c.get().await.unwrap()),
+            Some(p) = progress.next() => {
+                let (percent, message, _) = p.get().await.unwrap();
+                seen.percents.push(percent);
+                on_progress(percent, &message);
+            }
+            Some(s) = completed.next() => {
+                seen.completed.push(s.args().unwrap().result);
+                deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+            }
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    assert!(!seen.completed.is_empty(), "no Completed signal: {seen:?}");
+    seen
+}
+
+fn assert_monotonic(percents: &[i32]) {
+    assert!(
+        percents.windows(2).all(|w| w[0] <= w[1]),
+        "progress went down: {percents:?}"
+    );
+}
+
+#[tokio::test]
+async fn full_install_sequence() {
+    let bus = Bus::session();
+    let device = Device::new("");
+    let pki = dbus_bundles::keys(&device);
+    let bundle = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 50);
+    let _service = Service::start(&bus, &device);
+    let conn = bus.connect().await;
+    let proxy = InstallerProxy::new(&conn).await.unwrap();
+
+    let seen = watch(
+        &proxy,
+        proxy.install_bundle(bundle.to_str().unwrap(), HashMap::new()),
+        |_, _| {},
+    )
+    .await;
+    assert_eq!(seen.operations, ["installing", "idle"], "{seen:?}");
+    assert_eq!(seen.completed, [0], "exactly one Completed(0): {seen:?}");
+    assert_monotonic(&seen.percents);
+    let last = *seen.percents.last().unwrap();
+    assert_eq!(last, 100, "{seen:?}");
+    assert_eq!(
+        seen.percents.iter().filter(|p| **p == 100).count(),
+        1,
+        "{seen:?}"
+    );
+    assert_eq!(proxy.progress().await.unwrap().0, 100);
+    assert_eq!(proxy.last_error().await.unwrap(), "");
+
+    // The installed slot shows up in GetSlotStatus and is primary.
+    let slots = proxy.get_slot_status().await.unwrap();
+    let (_, b) = slots
+        .iter()
+        .find(|(n, _)| n == "rootfs.1")
+        .expect("rootfs.1");
+    assert_eq!(
+        String::try_from(b["bundle.version"].try_clone().unwrap()).unwrap(),
+        "2.0"
+    );
+    assert_eq!(proxy.get_primary().await.unwrap(), "rootfs.1");
+}
+
+#[tokio::test]
+async fn failing_install_reports_a_typed_error() {
+    let bus = Bus::session();
+    let device = Device::new("");
+    let pki = dbus_bundles::keys(&device);
+    let bundle = dbus_bundles::bundle(&device, &pki, "another-device", "2.0", 5);
+    let _service = Service::start(&bus, &device);
+    let conn = bus.connect().await;
+    let proxy = InstallerProxy::new(&conn).await.unwrap();
+
+    let seen = watch(
+        &proxy,
+        proxy.install_bundle_fd(fd(&bundle), HashMap::new()),
+        |_, _| {},
+    )
+    .await;
+    assert_eq!(seen.completed, [1], "{seen:?}");
+    assert_eq!(seen.operations, ["installing", "idle"], "{seen:?}");
+    assert!(seen.percents.iter().all(|p| *p < 100), "{seen:?}");
+    let msg = proxy.last_error().await.unwrap();
+    assert!(
+        msg.contains("\"another-device\"") && msg.contains("didymos-test"),
+        "{msg}"
+    );
+    assert_eq!(
+        proxy.last_error_name().await.unwrap(),
+        "org.didymos.Installer1.Error.NotCompatible"
+    );
+    // The same bundle with ignore-compatible installs.
+    let mut args = HashMap::new();
+    args.insert("ignore-compatible", Value::from(true));
+    let seen = watch(
+        &proxy,
+        proxy.install_bundle_fd(fd(&bundle), args),
+        |_, _| {},
+    )
+    .await;
+    assert_eq!(seen.completed, [0], "{seen:?}");
+    assert_eq!(proxy.last_error_name().await.unwrap(), "");
+}
+
+#[tokio::test]
+async fn cancel_during_the_object_copy_and_busy() {
+    let bus = Bus::session();
+    let device = Device::new("");
+    let pki = dbus_bundles::keys(&device);
+    let bundle = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 3000);
+    let _service = Service::start(&bus, &device);
+    let conn = bus.connect().await;
+    let proxy = InstallerProxy::new(&conn).await.unwrap();
+    let before = device.boot_state();
+
+    let canceller = InstallerProxy::new(&conn).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut sent = false;
+    let seen = watch(
+        &proxy,
+        proxy.install_bundle_fd(fd(&bundle), HashMap::new()),
+        |percent, message| {
+            if !sent && message.starts_with("Writing") && percent > 15 && percent < 80 {
+                sent = true;
+                let _ = tx.send(percent);
+            }
+        },
+    );
+    let control = async {
+        let percent = rx.recv().await.expect("never saw the object copy");
+        // A second install while one runs gets Busy.
+        match canceller
+            .install_bundle_fd(fd(&bundle), HashMap::new())
+            .await
+        {
+            Err(Error::Busy(_)) => {}
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        canceller.cancel().await.unwrap();
+        percent
+    };
+    let (seen, cancelled_at) = tokio::join!(seen, control);
+    assert_eq!(seen.completed, [1], "{seen:?}");
+    assert!(
+        *seen.percents.last().unwrap() < 100,
+        "cancelled at {cancelled_at}: {seen:?}"
+    );
+    assert_eq!(
+        proxy.last_error_name().await.unwrap(),
+        "org.didymos.Installer1.Error.Cancelled"
+    );
+    // The old slot is still the one booted next; the store is consistent.
+    let slots = proxy.get_slot_status().await.unwrap();
+    let (_, b) = slots.iter().find(|(n, _)| n == "rootfs.1").unwrap();
+    assert!(
+        !b.contains_key("bundle.version"),
+        "rootfs.1 must have no record: {b:?}"
+    );
+    assert_ne!(proxy.get_primary().await.ok().as_deref(), Some("rootfs.1"));
+    let _ = before;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_didymos"))
+        .arg("--conf")
+        .arg(&device.conf)
+        .arg("fsck")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fsck: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_does_not_abort_the_install() {
+    let bus = Bus::session();
+    let device = Device::new("");
+    let pki = dbus_bundles::keys(&device);
+    let bundle = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 300);
+    let _service = Service::start(&bus, &device);
+
+    let watcher = bus.connect().await;
+    let proxy = InstallerProxy::new(&watcher).await.unwrap();
+    let mut completed = proxy.receive_completed().await.unwrap();
+    {
+        let starter = bus.connect().await;
+        let p = InstallerProxy::new(&starter).await.unwrap();
+        p.install_bundle(bundle.to_str().unwrap(), HashMap::new())
+            .await
+            .unwrap();
+        drop(p);
+        starter.close().await.unwrap();
+    }
+    let signal = tokio::time::timeout(Duration::from_secs(120), completed.next())
+        .await
+        .expect("no Completed")
+        .unwrap();
+    assert_eq!(
+        signal.args().unwrap().result,
+        0,
+        "{}",
+        proxy.last_error().await.unwrap()
+    );
+    assert_eq!(proxy.get_primary().await.unwrap(), "rootfs.1");
+}
+
+/// Waits (polling with busctl) until `Operation` is idle again.
+fn wait_idle(bus: &Bus) {
+    for _ in 0..1200 {
+        let out = ok(bus.busctl(&["get-property", NAME, "/", IFACE, "Operation"]));
+        if out.trim() == "s \"idle\"" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the install did not finish");
+}
+
+#[test]
+fn generic_clients_install_inspect_and_read_status() {
+    let bus = Bus::session();
+    let device = Device::new("");
+    let pki = dbus_bundles::keys(&device);
+    let v2 = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 5);
+    let v3 = dbus_bundles::bundle(&device, &pki, "didymos-test", "3.0", 5);
+    let _service = Service::start(&bus, &device);
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+
+    // Inspect and Info through busctl and gdbus.
+    let out = ok(bus.busctl(&["call", NAME, "/", IFACE, "Info", "s", &path(&v2)]));
+    assert_eq!(out.trim(), "ss \"didymos-test\" \"2.0\"");
+    let out = ok(bus.gdbus_call(NAME, &format!("{IFACE}.InspectBundle"), &[&path(&v2), "{}"]));
+    assert!(
+        out.contains("'version': <'2.0'>") && out.contains("'manifest-hash'"),
+        "{out}"
+    );
+
+    // InstallBundle through busctl; GetSlotStatus through gdbus.
+    ok(bus.busctl(&[
+        "call",
+        NAME,
+        "/",
+        IFACE,
+        "InstallBundle",
+        "sa{sv}",
+        &path(&v2),
+        "1",
+        "transaction-id",
+        "s",
+        "t-1",
+    ]));
+    wait_idle(&bus);
+    let out = ok(bus.busctl(&["get-property", NAME, "/", IFACE, "LastError"]));
+    assert_eq!(out.trim(), "s \"\"");
+    let out = ok(bus.gdbus_call(NAME, &format!("{IFACE}.GetSlotStatus"), &[]));
+    assert!(out.contains("'bundle.version': <'2.0'>"), "{out}");
+    let out = ok(bus.busctl(&["call", NAME, "/", IFACE, "GetPrimary"]));
+    assert_eq!(out.trim(), "s \"rootfs.1\"");
+
+    // File descriptors: busctl (systemd 252) refuses the 'h' type and gdbus
+    // (GLib 2.74) cannot pass descriptors from its command line, so the
+    // descriptor variants go through python3-dbus, another generic client.
+    let out = ok(python_fd(&bus, "InspectBundleFd", &v3));
+    assert_eq!(out.trim(), "3.0");
+    ok(python_fd(&bus, "InstallBundleFd", &v3));
+    wait_idle(&bus);
+    let out = ok(bus.busctl(&["call", NAME, "/", IFACE, "GetSlotStatus", "--json=short"]));
+    assert!(out.contains("\"3.0\""), "{out}");
+}
+
+/// Calls `method(h fd, a{sv} {})` with python3-dbus, passing `bundle` opened
+/// read-only; prints `update.version` of an inspection.
+fn python_fd(bus: &Bus, method: &str, bundle: &std::path::Path) -> std::process::Output {
+    const SCRIPT: &str = r#"
+import os, sys, dbus, dbus.bus
+bus = dbus.bus.BusConnection(os.environ["DBUS_SESSION_BUS_ADDRESS"])
+iface = dbus.Interface(bus.get_object("org.didymos.Installer1", "/"), "org.didymos.Installer1")
+with open(sys.argv[2], "rb") as f:
+    reply = getattr(iface, sys.argv[1])(dbus.types.UnixFd(f), dbus.Dictionary({}, signature="sv"))
+if reply is not None:
+    print(reply["update"]["version"])
+"#;
+    std::process::Command::new("/usr/bin/python3")
+        // Debian's interpreter (python3-dbus); -I keeps the working directory's
+        // dbus/ (the shipped files) off the module path.
+        .args(["-I", "-c", SCRIPT, method])
+        .arg(bundle)
+        .envs(bus.env())
+        .output()
+        .expect("cannot run /usr/bin/python3 (Debian's, with python3-dbus: tests/deps.sh)")
+}
+
+#[test]
+fn rauc_client_installs_reads_status_and_marks() {
+    let bus = Bus::session();
+    let device = Device::new("rauc-compat = true");
+    let pki = dbus_bundles::keys(&device);
+    let v2 = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 5);
+    let mut service = Service::start(&bus, &device);
+    service.wait_for_name(&bus, RAUC_NAME);
+    let m = |method: &str| format!("{RAUC_IFACE}.{method}");
+
+    ok(bus.gdbus_call(
+        RAUC_NAME,
+        &m("InstallBundle"),
+        &[v2.to_str().unwrap(), "{}"],
+    ));
+    for _ in 0..1200 {
+        let out = ok(bus.gdbus_call(
+            RAUC_NAME,
+            "org.freedesktop.DBus.Properties.Get",
+            &[RAUC_IFACE, "Operation"],
+        ));
+        if out.contains("'idle'") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = ok(bus.gdbus_call(
+        RAUC_NAME,
+        "org.freedesktop.DBus.Properties.Get",
+        &[RAUC_IFACE, "LastError"],
+    ));
+    assert_eq!(out.trim(), "(<''>,)");
+    let out = ok(bus.gdbus_call(RAUC_NAME, &m("GetSlotStatus"), &[]));
+    assert!(
+        out.contains("'rootfs.1'") && out.contains("'bundle.version': <'2.0'>"),
+        "{out}"
+    );
+    let out = ok(bus.gdbus_call(RAUC_NAME, &m("GetPrimary"), &[]));
+    assert_eq!(out.trim(), "('rootfs.1',)");
+    let out = ok(bus.gdbus_call(RAUC_NAME, &m("Mark"), &["active", "rootfs.0"]));
+    assert_eq!(out.trim(), "('rootfs.0', 'activated slot rootfs.0')");
+    let out = ok(bus.gdbus_call(RAUC_NAME, &m("GetPrimary"), &[]));
+    assert_eq!(out.trim(), "('rootfs.0',)");
+    let out = ok(bus.gdbus_call(RAUC_NAME, &m("GetArtifactStatus"), &[]));
+    assert_eq!(out.trim(), "(@aa{sv} [],)");
+}
+
+#[tokio::test]
+async fn a_killed_service_reports_the_interrupted_install_after_restart() {
+    let bus = Bus::session();
+    let device = Device::new("");
+    let pki = dbus_bundles::keys(&device);
+    let bundle = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 3000);
+    let service = Service::start(&bus, &device);
+    {
+        let conn = bus.connect().await;
+        let proxy = InstallerProxy::new(&conn).await.unwrap();
+        let mut progress = proxy.receive_progress_changed().await;
+        proxy
+            .install_bundle_fd(fd(&bundle), HashMap::new())
+            .await
+            .unwrap();
+        // Kill it in the middle of the object copy.
+        loop {
+            let p = tokio::time::timeout(Duration::from_secs(60), progress.next())
+                .await
+                .expect("no progress")
+                .unwrap();
+            let (percent, message, _) = p.get().await.unwrap();
+            if message.starts_with("Writing") && percent > 15 {
+                break;
+            }
+        }
+    }
+    service.kill();
+
+    let _service = Service::start(&bus, &device);
+    let conn = bus.connect().await;
+    let proxy = InstallerProxy::new(&conn).await.unwrap();
+    assert_eq!(
+        proxy.last_error_name().await.unwrap(),
+        "org.didymos.Installer1.Error.Interrupted"
+    );
+    let msg = proxy.last_error().await.unwrap();
+    assert!(msg.contains("2.0") && msg.contains("rootfs.1"), "{msg}");
+    assert_eq!(proxy.operation().await.unwrap(), "idle");
+    assert_ne!(proxy.get_primary().await.ok().as_deref(), Some("rootfs.1"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_didymos"))
+        .arg("--conf")
+        .arg(&device.conf)
+        .arg("fsck")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fsck: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

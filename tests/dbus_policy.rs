@@ -1,0 +1,200 @@
+//! Authorization, at the bus and in the service.
+//!
+//! 1. The shipped policy file, loaded by a real `dbus-daemon` with a
+//!    system-bus-like configuration: a non-root user may read properties and
+//!    call `GetSlotStatus`, but gets an access error for `InstallBundle` and
+//!    `Mark`.
+//! 2. The service's own check (a bus that lets everything through): a non-root
+//!    caller gets `PermissionDenied`; a member of `[dbus] install-group` may mark.
+//!
+//! These tests create a user and run clients as that user: they must run as root.
+
+#[path = "common/dbus.rs"]
+mod common_dbus;
+
+use std::process::Command;
+
+use common_dbus::*;
+
+/// The two tests change /etc/group and /etc/passwd (user and group creation)
+/// while dbus-daemon reads them; run them one after the other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn gdbus_as(
+    bus: &Bus,
+    uid: u32,
+    gid: u32,
+    groups: Option<u32>,
+    args: &[&str],
+) -> std::process::Output {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"));
+    match groups {
+        Some(g) => cmd.arg(format!("--groups={g}")),
+        None => cmd.arg("--clear-groups"),
+    };
+    cmd.args(["--", "gdbus", "call", "--system", "--object-path", "/"])
+        .args(args)
+        .envs(bus.env());
+    cmd.output().expect("cannot run setpriv")
+}
+
+#[test]
+fn shipped_policy_allows_reading_and_denies_changes() {
+    let _serial = serial();
+    let (uid, gid) = unprivileged_user();
+    let policy = repo_file("dbus/org.didymos.Installer1.conf");
+    let bus = Bus::system(Some(&policy));
+    let device = Device::new("rauc-compat = true");
+    let mut service = Service::start(&bus, &device);
+    service.wait_for_name(&bus, RAUC_NAME);
+
+    let call = |dest: &str, method: &str, args: &[&str]| {
+        let mut all = vec!["--dest", dest, "--method", method];
+        all.extend_from_slice(args);
+        gdbus_as(&bus, uid, gid, None, &all)
+    };
+
+    for (dest, iface) in [(NAME, IFACE), (RAUC_NAME, RAUC_IFACE)] {
+        let out = ok(call(
+            dest,
+            "org.freedesktop.DBus.Properties.Get",
+            &[iface, "Compatible"],
+        ));
+        assert_eq!(out.trim(), "(<'didymos-test'>,)");
+        let out = ok(call(
+            dest,
+            "org.freedesktop.DBus.Properties.GetAll",
+            &[iface],
+        ));
+        assert!(out.contains("'Operation': <'idle'>"), "{out}");
+        let out = ok(call(dest, &format!("{iface}.GetSlotStatus"), &[]));
+        assert!(
+            out.contains("'rootfs.0'") && out.contains("'rootfs.1'"),
+            "{out}"
+        );
+
+        let bundle = device.path("system.conf");
+        let err = fails(call(
+            dest,
+            &format!("{iface}.InstallBundle"),
+            &[bundle.to_str().unwrap(), "{}"],
+        ));
+        assert!(
+            err.contains("org.freedesktop.DBus.Error.AccessDenied"),
+            "{dest}: {err}"
+        );
+        let err = fails(call(dest, &format!("{iface}.Mark"), &["good", "booted"]));
+        assert!(
+            err.contains("org.freedesktop.DBus.Error.AccessDenied"),
+            "{dest}: {err}"
+        );
+    }
+    let err = fails(call(NAME, &format!("{IFACE}.Cancel"), &[]));
+    assert!(
+        err.contains("org.freedesktop.DBus.Error.AccessDenied"),
+        "{err}"
+    );
+    assert_eq!(device.boot_state(), "", "nothing may have been marked");
+
+    // Root passes the same policy.
+    let out = ok(bus.gdbus_call(NAME, &format!("{IFACE}.Mark"), &["good", "booted"]));
+    assert!(out.contains("rootfs.0"), "{out}");
+}
+
+#[test]
+fn service_checks_the_caller_itself() {
+    let _serial = serial();
+    let (uid, gid) = unprivileged_user();
+    // A group for installers, with the test user not in it by default.
+    let group = "didymos-dbus-test-installers";
+    let status = Command::new("groupadd")
+        .args(["-f", "--system", group])
+        .status()
+        .unwrap();
+    assert!(status.success(), "groupadd failed");
+    let out = ok(Command::new("getent")
+        .args(["group", group])
+        .output()
+        .unwrap());
+    let install_gid: u32 = out.trim().split(':').nth(2).unwrap().parse().unwrap();
+
+    let bus = Bus::system(None);
+    let device = Device::new(&format!("install-group = \"{group}\""));
+    let _service = Service::start(&bus, &device);
+
+    let mark = |groups: Option<u32>| {
+        gdbus_as(
+            &bus,
+            uid,
+            gid,
+            groups,
+            &[
+                "--dest",
+                NAME,
+                "--method",
+                &format!("{IFACE}.Mark"),
+                "active",
+                "other",
+            ],
+        )
+    };
+    let err = fails(mark(None));
+    assert!(
+        err.contains("org.didymos.Installer1.Error.PermissionDenied"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("uid {uid} may not mark slots")),
+        "{err}"
+    );
+    assert_eq!(device.boot_state(), "");
+
+    let bundle = device.path("system.conf");
+    let err = fails(gdbus_as(
+        &bus,
+        uid,
+        gid,
+        None,
+        &[
+            "--dest",
+            NAME,
+            "--method",
+            &format!("{IFACE}.InstallBundle"),
+            bundle.to_str().unwrap(),
+            "{}",
+        ],
+    ));
+    assert!(
+        err.contains("org.didymos.Installer1.Error.PermissionDenied"),
+        "{err}"
+    );
+
+    // A member of the install group may mark, but still may not name a path.
+    let out = ok(mark(Some(install_gid)));
+    assert!(out.contains("activated slot rootfs.1"), "{out}");
+    let err = fails(gdbus_as(
+        &bus,
+        uid,
+        gid,
+        Some(install_gid),
+        &[
+            "--dest",
+            NAME,
+            "--method",
+            &format!("{IFACE}.InstallBundle"),
+            bundle.to_str().unwrap(),
+            "{}",
+        ],
+    ));
+    assert!(
+        err.contains("org.didymos.Installer1.Error.PermissionDenied"),
+        "{err}"
+    );
+    assert!(err.contains("InstallBundleFd"), "{err}");
+}
