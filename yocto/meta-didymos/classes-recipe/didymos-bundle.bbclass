@@ -1,0 +1,204 @@
+# nooelint: oelint.bbclass.underscores
+# (The name follows oe-core's own classes, e.g. image-artifact-names and
+# cargo-update-recipe-crates, and meta-rauc: recipes say "inherit didymos-bundle".)
+#
+# Builds a signed didymos bundle (.raucb) from an image's root filesystem.
+#
+# A bundle recipe names the image and the signing material; everything else
+# has a default:
+#
+#   inherit didymos-bundle
+#
+#   DIDYMOS_BUNDLE_IMAGE = "core-image-minimal"        # provides the rootfs tarball
+#   DIDYMOS_BUNDLE_COMPATIBLE = "acme-gateway-v3"      # default: DIDYMOS_COMPATIBLE
+#   DIDYMOS_BUNDLE_VERSION = "2.4.1"                   # default: PV
+#   DIDYMOS_BUNDLE_DESCRIPTION = "Spring release"      # default: SUMMARY
+#   DIDYMOS_BUNDLE_BUILD = "${DATETIME}"               # default
+#   DIDYMOS_BUNDLE_BASE = "/srv/releases/gateway-2.4.0.raucb"   # delta against these
+#
+#   DIDYMOS_KEY_FILE = "/secure/release.key.pem"       # or a pkcs11: URI
+#   DIDYMOS_CERT_FILE = "/secure/release.cert.pem"
+#   DIDYMOS_INTERMEDIATE_FILES = "/secure/intermediate.cert.pem"
+#
+# The image must produce a tarball of its root filesystem:
+#   IMAGE_FSTYPES:append:pn-core-image-minimal = " tar.zst"
+#
+# An encrypted key's passphrase is read from the environment bitbake was
+# started in (DIDYMOS_KEY_PASSPHRASE) or from DIDYMOS_KEY_PASSPHRASE_FILE. It
+# is handed to didymos in its environment only; it never appears in a task
+# script or log.
+#
+# didymos-native runs under pseudo, so ownership and extended attributes come
+# from the tarball exactly as the image recorded them, without root. The bundle
+# lands in DEPLOY_DIR_IMAGE as ${DIDYMOS_BUNDLE_NAME}.raucb with a
+# ${DIDYMOS_BUNDLE_LINK_NAME}.raucb symlink.
+
+LICENSE ?= "MIT"
+
+DEPENDS += "didymos-native"
+
+PACKAGE_ARCH = "${MACHINE_ARCH}"
+
+inherit nopackages deploy image-artifact-names
+
+PACKAGES = ""
+INHIBIT_DEFAULT_DEPS = "1"
+
+DIDYMOS_BUNDLE_IMAGE ??= ""
+DIDYMOS_BUNDLE_IMAGE[doc] = "The image recipe whose root filesystem tarball goes into the bundle."
+DIDYMOS_BUNDLE_IMAGE_FSTYPE ??= "tar.zst"
+DIDYMOS_BUNDLE_IMAGE_FSTYPE[doc] = "Which of the image's IMAGE_FSTYPES is the rootfs tarball (tar, tar.gz, tar.zst)."
+DIDYMOS_BUNDLE_ROOTFS ??= "${DEPLOY_DIR_IMAGE}/${DIDYMOS_BUNDLE_IMAGE}${IMAGE_MACHINE_SUFFIX}${IMAGE_NAME_SUFFIX}.${DIDYMOS_BUNDLE_IMAGE_FSTYPE}"
+DIDYMOS_BUNDLE_ROOTFS[doc] = "The rootfs tarball (or directory) the bundle is made from; derived from DIDYMOS_BUNDLE_IMAGE."
+
+DIDYMOS_BUNDLE_COMPATIBLE ??= "${DIDYMOS_COMPATIBLE}"
+DIDYMOS_BUNDLE_COMPATIBLE[doc] = "Must equal [system] compatible in the device's system.conf."
+DIDYMOS_BUNDLE_VERSION ??= "${PV}"
+DIDYMOS_BUNDLE_VERSION[doc] = "The bundle's version (compared against min-bundle-version on the device)."
+DIDYMOS_BUNDLE_DESCRIPTION ??= "${SUMMARY}"
+DIDYMOS_BUNDLE_DESCRIPTION[doc] = "Free text shown by didymos info."
+DIDYMOS_BUNDLE_BUILD ??= "${DATETIME}"
+DIDYMOS_BUNDLE_BUILD[vardepsexclude] = "DATETIME"
+DIDYMOS_BUNDLE_BUILD[doc] = "Build identifier recorded in the manifest."
+DIDYMOS_BUNDLE_BASE ??= ""
+DIDYMOS_BUNDLE_BASE[doc] = "Earlier bundles this one is a delta against (absolute paths, or names in DEPLOY_DIR_IMAGE)."
+
+DIDYMOS_KEY_FILE ??= ""
+DIDYMOS_KEY_FILE[doc] = "The signing key (PEM file or pkcs11: URI)."
+DIDYMOS_CERT_FILE ??= ""
+DIDYMOS_CERT_FILE[doc] = "The signing certificate (PEM)."
+DIDYMOS_INTERMEDIATE_FILES ??= ""
+DIDYMOS_INTERMEDIATE_FILES[doc] = "Intermediate certificates embedded in the signature (PEM files)."
+DIDYMOS_KEY_PASSPHRASE_FILE ??= ""
+DIDYMOS_KEY_PASSPHRASE_FILE[doc] = "A file holding the signing key's passphrase (alternative to the environment)."
+DIDYMOS_BUNDLE_ARGS ??= ""
+DIDYMOS_BUNDLE_ARGS[doc] = "Extra arguments for didymos bundle create, split on white space."
+
+DIDYMOS_BUNDLE_BASENAME ??= "${PN}"
+DIDYMOS_BUNDLE_NAME ??= "${DIDYMOS_BUNDLE_BASENAME}-${MACHINE}-${DATETIME}"
+DIDYMOS_BUNDLE_NAME[vardepsexclude] = "DATETIME"
+DIDYMOS_BUNDLE_LINK_NAME ??= "${DIDYMOS_BUNDLE_BASENAME}-${MACHINE}"
+DIDYMOS_BUNDLE_OUTPUT ??= "${B}/bundle.raucb"
+
+DIDYMOS_NATIVE_BINARY ??= "${STAGING_BINDIR_NATIVE}/didymos"
+
+B = "${WORKDIR}/bundle"
+
+do_fetch[noexec] = "1"
+do_unpack[noexec] = "1"
+do_patch[noexec] = "1"
+do_configure[noexec] = "1"
+do_compile[noexec] = "1"
+do_install[noexec] = "1"
+deltask do_populate_sysroot
+
+python __anonymous() {
+    image = d.getVar('DIDYMOS_BUNDLE_IMAGE')
+    if image:
+        d.appendVarFlag('do_didymos_bundle', 'depends', ' %s:do_image_complete' % image)
+    elif not d.getVar('DIDYMOS_BUNDLE_ROOTFS'):
+        bb.error("%s inherits didymos-bundle but sets neither DIDYMOS_BUNDLE_IMAGE "
+                 "(the image recipe providing the root filesystem) nor DIDYMOS_BUNDLE_ROOTFS"
+                 % d.getVar('PN'))
+}
+
+def didymos_bundle_path(name, d):
+    """A base bundle: absolute, or a file name in DEPLOY_DIR_IMAGE."""
+    import os
+    if os.path.isabs(name):
+        return name
+    return os.path.join(d.getVar('DEPLOY_DIR_IMAGE'), name)
+
+def didymos_bundle_argv(d):
+    """The didymos bundle create command line, derived from the class's variables."""
+    argv = [
+        d.getVar('DIDYMOS_NATIVE_BINARY'), 'bundle', 'create',
+        '--rootfs', d.getVar('DIDYMOS_BUNDLE_ROOTFS'),
+        '--output', d.getVar('DIDYMOS_BUNDLE_OUTPUT'),
+        '--cert', d.getVar('DIDYMOS_CERT_FILE'),
+        '--key', d.getVar('DIDYMOS_KEY_FILE'),
+    ]
+    for intermediate in (d.getVar('DIDYMOS_INTERMEDIATE_FILES') or '').split():
+        argv += ['--intermediate', intermediate]
+    argv += ['--compatible', d.getVar('DIDYMOS_BUNDLE_COMPATIBLE')]
+    argv += ['--version', d.getVar('DIDYMOS_BUNDLE_VERSION')]
+    description = d.getVar('DIDYMOS_BUNDLE_DESCRIPTION')
+    if description:
+        argv += ['--description', description]
+    build = d.getVar('DIDYMOS_BUNDLE_BUILD')
+    if build:
+        argv += ['--build', build]
+    for base in (d.getVar('DIDYMOS_BUNDLE_BASE') or '').split():
+        argv += ['--base', didymos_bundle_path(base, d)]
+    argv += (d.getVar('DIDYMOS_BUNDLE_ARGS') or '').split()
+    return argv
+
+def didymos_bundle_check(d):
+    """Fails with a message naming the variable to set when an input is missing."""
+    import os
+    for var, what in (('DIDYMOS_KEY_FILE', 'the signing key'),
+                      ('DIDYMOS_CERT_FILE', 'the signing certificate'),
+                      ('DIDYMOS_BUNDLE_COMPATIBLE', 'the compatible string'),
+                      ('DIDYMOS_BUNDLE_VERSION', 'the bundle version')):
+        if not d.getVar(var):
+            bb.fatal("%s is not set: set it to %s" % (var, what))
+    files = [('DIDYMOS_CERT_FILE', d.getVar('DIDYMOS_CERT_FILE'))]
+    if not d.getVar('DIDYMOS_KEY_FILE').startswith('pkcs11:'):
+        files.append(('DIDYMOS_KEY_FILE', d.getVar('DIDYMOS_KEY_FILE')))
+    files += [('DIDYMOS_INTERMEDIATE_FILES', f) for f in (d.getVar('DIDYMOS_INTERMEDIATE_FILES') or '').split()]
+    files += [('DIDYMOS_BUNDLE_BASE', didymos_bundle_path(b, d)) for b in (d.getVar('DIDYMOS_BUNDLE_BASE') or '').split()]
+    for var, path in files:
+        if not os.path.isfile(path):
+            bb.fatal("%s: %s does not exist" % (var, path))
+    rootfs = d.getVar('DIDYMOS_BUNDLE_ROOTFS')
+    if not os.path.exists(rootfs):
+        bb.fatal("the root filesystem %s does not exist; add %s to IMAGE_FSTYPES of %s "
+                 "(or set DIDYMOS_BUNDLE_IMAGE_FSTYPE to one it builds)"
+                 % (rootfs, d.getVar('DIDYMOS_BUNDLE_IMAGE_FSTYPE'), d.getVar('DIDYMOS_BUNDLE_IMAGE')))
+
+def didymos_key_passphrase(d):
+    """The key passphrase from DIDYMOS_KEY_PASSPHRASE_FILE or bitbake's original environment."""
+    path = d.getVar('DIDYMOS_KEY_PASSPHRASE_FILE')
+    if path:
+        with open(path) as f:
+            return f.read().rstrip('\n')
+    origenv = d.getVar('BB_ORIGENV', False)
+    if origenv:
+        return origenv.getVar('DIDYMOS_KEY_PASSPHRASE')
+    return None
+
+fakeroot python do_didymos_bundle() {
+    import os
+    import shlex
+    import subprocess
+
+    didymos_bundle_check(d)
+    argv = didymos_bundle_argv(d)
+    env = dict(os.environ)
+    passphrase = didymos_key_passphrase(d)
+    if passphrase is not None:
+        env['DIDYMOS_KEY_PASSPHRASE'] = passphrase
+    bb.note("Running %s" % ' '.join(shlex.quote(a) for a in argv))
+    result = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    bb.note(result.stdout)
+    if result.returncode != 0:
+        bb.fatal("didymos bundle create failed (exit status %d):\n%s" % (result.returncode, result.stdout))
+}
+do_didymos_bundle[doc] = "Creates the signed bundle from the image's root filesystem with didymos-native"
+do_didymos_bundle[dirs] = "${B}"
+do_didymos_bundle[cleandirs] = "${B}"
+do_didymos_bundle[depends] += "virtual/fakeroot-native:do_populate_sysroot didymos-native:do_populate_sysroot"
+do_didymos_bundle[vardeps] += "DIDYMOS_BUNDLE_ROOTFS DIDYMOS_BUNDLE_OUTPUT DIDYMOS_CERT_FILE DIDYMOS_KEY_FILE \
+    DIDYMOS_INTERMEDIATE_FILES DIDYMOS_BUNDLE_COMPATIBLE DIDYMOS_BUNDLE_VERSION DIDYMOS_BUNDLE_DESCRIPTION \
+    DIDYMOS_BUNDLE_BUILD DIDYMOS_BUNDLE_BASE DIDYMOS_BUNDLE_ARGS DIDYMOS_NATIVE_BINARY DIDYMOS_KEY_PASSPHRASE_FILE"
+do_didymos_bundle[file-checksums] += "${@' '.join('%s:False' % f for f in (d.getVar('DIDYMOS_CERT_FILE') + ' ' + d.getVar('DIDYMOS_INTERMEDIATE_FILES')).split())}"
+addtask didymos_bundle after do_configure before do_deploy
+
+SSTATE_SKIP_CREATION:task-deploy = "1"
+
+do_deploy() {
+    install -d ${DEPLOYDIR}
+    install -m 0644 ${DIDYMOS_BUNDLE_OUTPUT} ${DEPLOYDIR}/${DIDYMOS_BUNDLE_NAME}.raucb
+    ln -sf ${DIDYMOS_BUNDLE_NAME}.raucb ${DEPLOYDIR}/${DIDYMOS_BUNDLE_LINK_NAME}.raucb
+}
+addtask deploy after do_didymos_bundle before do_build

@@ -1,0 +1,61 @@
+SUMMARY = "didymos boot files: the GRUB A/B fragment or the U-Boot boot script"
+DESCRIPTION = "Deploys the slot-selection script shipped with didymos for the \
+bootloader in DIDYMOS_BOOTLOADER, and for GRUB an initial environment block \
+in which slot A is good and B is empty, so wic can put both on the boot \
+partition."
+SECTION = "bootloaders"
+LICENSE = "MIT"
+LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+
+# The scripts live in the didymos source tree, next to the code that writes
+# the variables they read.
+FILESEXTRAPATHS:prepend := "${DIDYMOS_SRCTREE}/boot:"
+
+SRC_URI = "${@bb.utils.contains('DIDYMOS_BOOTLOADER', 'grub', 'file://grub.cfg', '', d)} \
+           ${@bb.utils.contains('DIDYMOS_BOOTLOADER', 'uboot', 'file://boot.cmd', '', d)}"
+
+UNPACKDIR ??= "${WORKDIR}"
+S = "${UNPACKDIR}"
+
+DEPENDS = "\
+    ${@bb.utils.contains('DIDYMOS_BOOTLOADER', 'grub', 'grub-native', '', d)} \
+    ${@bb.utils.contains('DIDYMOS_BOOTLOADER', 'uboot', 'u-boot-tools-native', '', d)} \
+"
+
+PACKAGE_ARCH = "${MACHINE_ARCH}"
+
+inherit deploy nopackages
+
+do_configure[noexec] = "1"
+do_install[noexec] = "1"
+
+do_compile() {
+    case "${DIDYMOS_BOOTLOADER}" in
+    grub)
+        rm -f ${B}/grubenv
+        grub-editenv ${B}/grubenv create
+        grub-editenv ${B}/grubenv set ORDER="A B" A_OK=1 A_TRY=0 B_OK=0 B_TRY=0
+        ;;
+    uboot)
+        mkimage -A ${UBOOT_ARCH} -O linux -T script -C none -n "didymos A/B" \
+            -d ${S}/boot.cmd ${B}/boot.scr
+        ;;
+    *)
+        bbnote "DIDYMOS_BOOTLOADER=${DIDYMOS_BOOTLOADER}: no boot script to build"
+        ;;
+    esac
+}
+
+do_deploy() {
+    install -d ${DEPLOYDIR}
+    case "${DIDYMOS_BOOTLOADER}" in
+    grub)
+        install -m 0644 ${S}/grub.cfg ${DEPLOYDIR}/didymos-grub.cfg
+        install -m 0644 ${B}/grubenv ${DEPLOYDIR}/didymos-grubenv
+        ;;
+    uboot)
+        install -m 0644 ${B}/boot.scr ${DEPLOYDIR}/boot.scr
+        ;;
+    esac
+}
+addtask deploy after do_compile before do_build

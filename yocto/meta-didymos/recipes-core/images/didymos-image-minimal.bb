@@ -1,0 +1,17 @@
+SUMMARY = "A minimal didymos device: core-image-minimal on a composefs A/B root"
+DESCRIPTION = "A small image with the didymos client, daemon and mark-good \
+service and its kernel in /boot (installed per slot as boot files), built \
+as a root filesystem tarball for bundles."
+LICENSE = "MIT"
+
+IMAGE_INSTALL = "\
+    packagegroup-core-boot \
+    didymos \
+    didymos-mark-good \
+    didymos-service \
+    kernel-image-bzimage \
+    ${CORE_IMAGE_EXTRA_INSTALL} \
+"
+IMAGE_LINGUAS = ""
+
+inherit core-image didymos-image
