@@ -4,6 +4,8 @@
 docs/boot.md lists them in the first fenced block after a heading named
 "Kernel configuration", one CONFIG_ line each (`CONFIG_X=y`, `=m`, a value, or
 `# CONFIG_X is not set`). `=m` is satisfied by `=y` (built in is stricter).
+Without such a block, every `CONFIG_X` named in the section under a heading
+"Kernel requirements" (or "Kernel configuration") must be enabled (y or m).
 
     check_kernel_fragment.py BOOT_MD FRAGMENT
 """
@@ -29,13 +31,34 @@ def options(lines):
     return out
 
 
+def section(lines, start):
+    """The lines under the heading at `start`, up to the next heading of its level or above."""
+    level = len(lines[start]) - len(lines[start].lstrip("#"))
+    out, fenced = [], False
+    for line in lines[start + 1:]:
+        if line.strip().startswith("```"):
+            fenced = not fenced
+        m = re.match(r"^(#+)\s", line)
+        if m and not fenced and len(m.group(1)) <= level:
+            break
+        out.append(line)
+    return out
+
+
 def required(markdown, path):
     lines = markdown.splitlines()
     start = next((i for i, l in enumerate(lines)
                   if re.match(r"^#+\s+Kernel configuration\s*$", l.strip(), re.I)), None)
     if start is None:
-        sys.exit('%s has no heading "Kernel configuration"; the boot path\'s kernel options '
-                 'are expected there, in a fenced block of CONFIG_ lines' % path)
+        start = next((i for i, l in enumerate(lines)
+                      if re.match(r"^#+\s+Kernel requirements\s*$", l.strip(), re.I)), None)
+        if start is None:
+            sys.exit('%s has no heading "Kernel configuration" (or "Kernel requirements"); the boot '
+                     'path\'s kernel options are expected there' % path)
+        names = sorted(set(re.findall(r"\bCONFIG_[A-Z0-9_]+\b", "\n".join(section(lines, start)))))
+        if not names:
+            sys.exit('%s: no CONFIG_ option named under "Kernel requirements"' % path)
+        return {n: "m" for n in names}
     block, inside = [], False
     for line in lines[start + 1:]:
         if line.strip().startswith("```"):
@@ -69,7 +92,7 @@ def main():
             if got not in (None, "n"):
                 problems.append("%s must not be set, the fragment sets %s=%s" % (opt, opt, got))
         elif got is None:
-            problems.append("%s=%s is missing" % (opt, value))
+            problems.append("%s is not enabled (needs y or m)" % opt if value == "m" else "%s=%s is missing" % (opt, value))
         elif value == "m" and got in ("y", "m"):
             continue
         elif got != value:

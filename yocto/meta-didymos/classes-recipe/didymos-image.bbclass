@@ -4,8 +4,9 @@
 # Makes an image recipe a didymos device image:
 #
 #   - the root filesystem gets the initramfs next to the kernel in /boot, so
-#     both are installed per slot as boot files, plus mount points and fstab
-#     lines for the boot, store and data partitions;
+#     both are installed per slot as boot files, plus mount points for the
+#     boot, store and data partitions (the initramfs binds the store at
+#     /store; fstab mounts boot and data);
 #   - a tarball of the root filesystem (what bundles are made from);
 #   - for wic (WKS_FILE = "didymos-ab.wks.in"): a factory step that signs the
 #     image as a bundle and installs it into slot A of a staging device with
@@ -55,7 +56,6 @@ didymos_rootfs_layout() {
     fi
     cat >> ${IMAGE_ROOTFS}${sysconfdir}/fstab <<EOF
 LABEL=boot   /boot   vfat   defaults,nofail   0 0
-LABEL=store  /store  ext4   defaults          0 0
 LABEL=data   /data   ext4   defaults,nofail   0 0
 EOF
 }
@@ -126,6 +126,7 @@ EOF
         install -d ${DIDYMOS_BOOT_STAGING}/EFI/BOOT
         install -m 0644 ${DEPLOY_DIR_IMAGE}/grub-efi-${DIDYMOS_EFI_BOOT_IMAGE} ${DIDYMOS_BOOT_STAGING}/EFI/BOOT/${DIDYMOS_EFI_BOOT_IMAGE}
         install -m 0644 ${DEPLOY_DIR_IMAGE}/didymos-grub.cfg ${DIDYMOS_BOOT_STAGING}/EFI/BOOT/grub.cfg
+        install -m 0644 ${DEPLOY_DIR_IMAGE}/didymos-slot-select.cfg ${DIDYMOS_BOOT_STAGING}/EFI/BOOT/didymos.cfg
         install -m 0644 ${DEPLOY_DIR_IMAGE}/didymos-grubenv ${DIDYMOS_BOOT_STAGING}/EFI/BOOT/grubenv
         ;;
     uboot)

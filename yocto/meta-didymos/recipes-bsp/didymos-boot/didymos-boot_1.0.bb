@@ -7,12 +7,17 @@ SECTION = "bootloaders"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 
-# The scripts live in the didymos source tree, next to the code that writes
-# the variables they read.
-FILESEXTRAPATHS:prepend := "${DIDYMOS_SRCTREE}/boot:"
+# The slot-selection scripts live in the didymos source tree, next to the
+# code that writes the variables they read; grub.cfg (the board part that
+# sources the GRUB one) is this layer's.
+FILESEXTRAPATHS:prepend := "${DIDYMOS_SRCTREE}/boot/grub:${DIDYMOS_SRCTREE}/boot/u-boot:"
 
-SRC_URI = "${@bb.utils.contains('DIDYMOS_BOOTLOADER', 'grub', 'file://grub.cfg', '', d)} \
+SRC_URI = "${@bb.utils.contains('DIDYMOS_BOOTLOADER', 'grub', 'file://grub.cfg file://didymos.cfg', '', d)} \
            ${@bb.utils.contains('DIDYMOS_BOOTLOADER', 'uboot', 'file://boot.cmd', '', d)}"
+
+# Extra kernel arguments (didymos.slot= is added by the slot selection). The
+# initramfs finds the store partition by its label (wic/didymos-ab.wks.in).
+DIDYMOS_KERNEL_CMDLINE ??= "didymos.store=LABEL=store rootwait console=ttyS0,115200"
 
 UNPACKDIR ??= "${WORKDIR}"
 S = "${UNPACKDIR}"
@@ -32,9 +37,13 @@ do_install[noexec] = "1"
 do_compile() {
     case "${DIDYMOS_BOOTLOADER}" in
     grub)
+        sed -e 's|@DIDYMOS_BOOT_ATTEMPTS@|${DIDYMOS_BOOT_ATTEMPTS}|' \
+            -e 's|@DIDYMOS_KERNEL_CMDLINE@|${DIDYMOS_KERNEL_CMDLINE}|' \
+            ${S}/grub.cfg > ${B}/grub.cfg
+        # The "attempts" scheme: slot A good with a full budget, B empty.
         rm -f ${B}/grubenv
         grub-editenv ${B}/grubenv create
-        grub-editenv ${B}/grubenv set ORDER="A B" A_OK=1 A_TRY=0 B_OK=0 B_TRY=0
+        grub-editenv ${B}/grubenv set ORDER="A B" A_OK=1 A_LEFT=${DIDYMOS_BOOT_ATTEMPTS} B_OK=0 B_LEFT=0
         ;;
     uboot)
         mkimage -A ${UBOOT_ARCH} -O linux -T script -C none -n "didymos A/B" \
@@ -50,7 +59,8 @@ do_deploy() {
     install -d ${DEPLOYDIR}
     case "${DIDYMOS_BOOTLOADER}" in
     grub)
-        install -m 0644 ${S}/grub.cfg ${DEPLOYDIR}/didymos-grub.cfg
+        install -m 0644 ${B}/grub.cfg ${DEPLOYDIR}/didymos-grub.cfg
+        install -m 0644 ${S}/didymos.cfg ${DEPLOYDIR}/didymos-slot-select.cfg
         install -m 0644 ${B}/grubenv ${DEPLOYDIR}/didymos-grubenv
         ;;
     uboot)

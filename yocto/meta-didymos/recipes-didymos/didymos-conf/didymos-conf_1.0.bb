@@ -24,6 +24,7 @@ do_install() {
     install -d ${D}${sysconfdir}/didymos
     sed -e 's|@DIDYMOS_COMPATIBLE@|${DIDYMOS_COMPATIBLE}|g' \
         -e 's|@DIDYMOS_BOOTLOADER@|${DIDYMOS_BOOTLOADER}|g' \
+        -e 's|@DIDYMOS_BOOT_ATTEMPTS@|${DIDYMOS_BOOT_ATTEMPTS}|g' \
         ${S}/system.conf > ${D}${sysconfdir}/didymos/system.conf
     chmod 0644 ${D}${sysconfdir}/didymos/system.conf
     install -m 0644 ${S}/keyring.pem ${D}${sysconfdir}/didymos/keyring.pem
