@@ -173,6 +173,11 @@ fakeroot python do_didymos_bundle() {
     import subprocess
 
     didymos_bundle_check(d)
+    dev_pki = os.path.join(d.getVar('DIDYMOS_LAYERDIR'), 'files', 'dev-pki')
+    if os.path.realpath(d.getVar('DIDYMOS_KEY_FILE')).startswith(os.path.realpath(dev_pki) + os.sep):
+        bb.warn("%s is signed with the public DEVELOPMENT key (%s); set DIDYMOS_KEY_FILE, "
+                "DIDYMOS_CERT_FILE and DIDYMOS_INTERMEDIATE_FILES to release credentials"
+                % (d.getVar('PN'), d.getVar('DIDYMOS_KEY_FILE')))
     argv = didymos_bundle_argv(d)
     env = dict(os.environ)
     passphrase = didymos_key_passphrase(d)

@@ -15,3 +15,6 @@ IMAGE_INSTALL = "\
 IMAGE_LINGUAS = ""
 
 inherit core-image didymos-image
+
+# The factory bundle for slot A is signed with the development credentials.
+require recipes-didymos/bundles/didymos-dev-pki.inc

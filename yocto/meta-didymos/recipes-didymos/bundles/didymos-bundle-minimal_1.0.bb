@@ -8,16 +8,7 @@ SRC_URI = ""
 
 inherit didymos-bundle
 
+require didymos-dev-pki.inc
+
 DIDYMOS_BUNDLE_IMAGE = "didymos-image-minimal"
 DIDYMOS_BUNDLE_VERSION = "${DISTRO_VERSION}"
-
-# The development credentials from the didymos source tree. Never ship them.
-DIDYMOS_DEV_PKI ??= "${DIDYMOS_SRCTREE}/bundles/pki"
-DIDYMOS_KEY_FILE ??= "${DIDYMOS_DEV_PKI}/signing.key.pem"
-DIDYMOS_CERT_FILE ??= "${DIDYMOS_DEV_PKI}/signing.cert.pem"
-
-python do_didymos_bundle:prepend() {
-    if d.getVar('DIDYMOS_KEY_FILE').startswith(d.getVar('DIDYMOS_DEV_PKI')):
-        bb.warn("%s is signed with the DEVELOPMENT key (%s); set DIDYMOS_KEY_FILE and "
-                "DIDYMOS_CERT_FILE to release credentials" % (d.getVar('PN'), d.getVar('DIDYMOS_KEY_FILE')))
-}
