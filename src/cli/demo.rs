@@ -107,7 +107,7 @@ fn read_from_slot(
 ) -> anyhow::Result<String> {
     use didymos::image::{FileContent, ImageTree};
     let record = didymos::slot::SlotRecord::load(&config.store.path, slot)?;
-    let store = didymos::store::Store::open(&config.store.path, config.store.verity)?;
+    let store = didymos::store::Store::open(&config.store.path, config.store.verity);
     let tree = ImageTree::parse(&store.read_image(&record.image)?)?;
     let files = tree.files_at(Path::new(path))?;
     let (_, content) = files.first().context("file not in image")?;

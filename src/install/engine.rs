@@ -142,8 +142,7 @@ pub fn install(
         target.name
     );
 
-    let store = Store::open(&config.store.path, config.store.verity)?;
-    store.clean_tmp()?;
+    let store = Store::open(&config.store.path, config.store.verity);
     r.step(10, "Checking the image and what the device already has", 2);
     let image = bundle.read_image()?;
     let image_digest = manifest.image.digest;
@@ -221,6 +220,8 @@ pub fn install(
     r.check_cancel()?;
 
     // From here on the target slot is being changed.
+    let store = Store::open_for_writing(&config.store.path, config.store.verity)?;
+    store.clean_tmp()?;
     let previous = SlotRecord::load(&config.store.path, &target.name).ok();
     let started = now();
     journal::write(
@@ -256,22 +257,24 @@ pub fn install(
         write_bytes,
         previous,
         &started,
-        bootloader.as_ref(),
-    );
+    )
+    .and_then(|written| {
+        if let Some(h) = &config.handlers.post_install {
+            super::handlers::run("post-install", h, &handler_env)?;
+        }
+        Ok(written)
+    });
     let (bytes_written, objects_written) = match result {
         Ok(v) => v,
         Err(e) => {
-            // The target stays marked bad and has no record; the journal goes,
-            // since this failure was seen and reported.
+            // Seen and reported, so cleaned up now rather than at the next
+            // start: the target stays marked bad, without a record.
+            let _ = SlotRecord::remove(&config.store.path, &target.name);
             let _ = store.clean_tmp();
             let _ = journal::remove(data_dir);
             return Err(e);
         }
     };
-
-    if let Some(h) = &config.handlers.post_install {
-        super::handlers::run("post-install", h, &handler_env)?;
-    }
     r.step(95, "Activating the slot", 2);
     if let Some(b) = &bootname {
         bootloader.set_primary(b)?;
@@ -324,7 +327,6 @@ fn write_slot(
     write_bytes: u64,
     previous: Option<SlotRecord>,
     started: &str,
-    _bootloader: &dyn Bootloader,
 ) -> Result<(u64, u64), InstallError> {
     let manifest = bundle.manifest();
     let mut done_bytes = 0u64;

@@ -174,7 +174,7 @@ fn recover_locked(
         SlotRecord::remove(&config.store.path, &j.slot)
             .map_err(|e| InstallError::Store(crate::store::StoreError::Source(e.to_string())))?;
     }
-    Store::open(&config.store.path, config.store.verity)?.clean_tmp()?;
+    Store::open(&config.store.path, config.store.verity).clean_tmp()?;
     let interrupted = journal::Interrupted {
         slot: j.slot.clone(),
         bundle_version: j.bundle_version.clone(),
@@ -200,7 +200,7 @@ pub fn gc(config: &SystemConfig) -> Result<GcReport, InstallError> {
     let _lock = InstallLock::acquire(&config.system.data_directory, "garbage collection")?;
     let bootloader = crate::boot::from_config(config)?;
     recover_locked(config, bootloader.as_ref())?;
-    let store = Store::open(&config.store.path, config.store.verity)?;
+    let store = Store::open_for_writing(&config.store.path, config.store.verity)?;
     store.clean_tmp()?;
     gc_locked(config, &store)
 }
@@ -212,7 +212,7 @@ fn gc_locked(config: &SystemConfig, store: &Store) -> Result<GcReport, InstallEr
 
 /// Checks every object and every slot's image and references.
 pub fn fsck(config: &SystemConfig) -> Result<FsckReport, InstallError> {
-    let store = Store::open(&config.store.path, config.store.verity)?;
+    let store = Store::open(&config.store.path, config.store.verity);
     let roots: Vec<(String, Digest)> = slot_images(config)
         .into_iter()
         .map(|(slot, image)| (format!("slot {slot}"), image))

@@ -159,23 +159,26 @@ impl Store {
                 actual,
             });
         }
-        if self.uses_verity() {
-            match image::measure_verity(&file) {
-                Ok(Some(m)) if &m == digest => {}
-                Ok(Some(m)) => {
-                    return Some(FsckProblem::CorruptObject {
-                        digest: *digest,
-                        actual: m,
-                    });
-                }
-                Ok(None) => {
-                    return Some(FsckProblem::UnreadableObject {
-                        digest: *digest,
-                        error: "fs-verity is not enabled on this object".into(),
-                    });
-                }
-                Err(e) => return Some(unreadable(e)),
+        // Where the object has fs-verity, the kernel's measurement must agree;
+        // where the policy requires it, its absence is a problem.
+        match image::measure_verity(&file) {
+            Ok(Some(m)) if &m == digest => {}
+            Ok(Some(m)) => {
+                return Some(FsckProblem::CorruptObject {
+                    digest: *digest,
+                    actual: m,
+                });
             }
+            Ok(None) if self.policy() == crate::config::VerityPolicy::Require => {
+                return Some(FsckProblem::UnreadableObject {
+                    digest: *digest,
+                    error:
+                        "fs-verity is not enabled on this object, but [store] verity = \"require\""
+                            .into(),
+                });
+            }
+            Ok(None) => {}
+            Err(e) => return Some(unreadable(e)),
         }
         None
     }

@@ -67,26 +67,36 @@ impl StoreError {
     }
 }
 
-/// An open object store.
+/// An object store. Opening it reads nothing and writes nothing;
+/// [`Store::open_for_writing`] creates the layout and finds out whether
+/// fs-verity can be used.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    policy: VerityPolicy,
+    /// Whether written files get fs-verity (known once opened for writing).
     verity: bool,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root` and finds out whether
-    /// fs-verity can be used there. `tmp/` is left alone: only the holder of
-    /// the install lock may empty it ([`Store::clean_tmp`]).
-    pub fn open(root: &Path, policy: VerityPolicy) -> Result<Self, StoreError> {
+    /// A store for reading (status, fsck, the free-space check). A store that
+    /// does not exist yet reads as empty.
+    pub fn open(root: &Path, policy: VerityPolicy) -> Self {
+        Store {
+            root: root.to_owned(),
+            policy,
+            verity: false,
+        }
+    }
+
+    /// Creates the layout if needed and probes fs-verity. Only the holder of
+    /// the install lock writes, so only it calls this.
+    pub fn open_for_writing(root: &Path, policy: VerityPolicy) -> Result<Self, StoreError> {
         for dir in ["objects", "images", "slots", "tmp", "state"] {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(|e| StoreError::io(&p, "cannot create directory", e))?;
         }
-        let store = Store {
-            root: root.to_owned(),
-            verity: false,
-        };
+        let store = Store::open(root, policy);
         let verity = match policy {
             VerityPolicy::Off => false,
             VerityPolicy::Auto | VerityPolicy::Require => {
@@ -106,9 +116,14 @@ impl Store {
         &self.root
     }
 
-    /// Whether files in this store get fs-verity.
+    /// Whether files written into this store get fs-verity.
     pub fn uses_verity(&self) -> bool {
         self.verity
+    }
+
+    /// The configured verity policy.
+    pub fn policy(&self) -> VerityPolicy {
+        self.policy
     }
 
     pub fn object_path(&self, digest: &Digest) -> PathBuf {
@@ -139,7 +154,10 @@ impl Store {
     pub fn clean_tmp(&self) -> Result<usize, StoreError> {
         let dir = self.tmp_dir();
         let mut n = 0;
-        for entry in fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, "cannot list", e))? {
+        let Some(entries) = read_dir_if_exists(&dir)? else {
+            return Ok(0);
+        };
+        for entry in entries {
             let entry = entry.map_err(|e| StoreError::io(&dir, "cannot list", e))?;
             let p = entry.path();
             let r = if entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -314,7 +332,10 @@ impl Store {
     pub fn list_objects(&self) -> Result<std::collections::BTreeSet<Digest>, StoreError> {
         let mut out = std::collections::BTreeSet::new();
         let objects = self.objects_dir();
-        for dir in fs::read_dir(&objects).map_err(|e| StoreError::io(&objects, "cannot list", e))? {
+        let Some(dirs) = read_dir_if_exists(&objects)? else {
+            return Ok(out);
+        };
+        for dir in dirs {
             let dir = dir.map_err(|e| StoreError::io(&objects, "cannot list", e))?;
             let dname = dir.file_name();
             let Some(dname) = dname.to_str() else {
@@ -342,7 +363,10 @@ impl Store {
     pub fn list_images(&self) -> Result<std::collections::BTreeSet<Digest>, StoreError> {
         let images = self.root.join("images");
         let mut out = std::collections::BTreeSet::new();
-        for f in fs::read_dir(&images).map_err(|e| StoreError::io(&images, "cannot list", e))? {
+        let Some(files) = read_dir_if_exists(&images)? else {
+            return Ok(out);
+        };
+        for f in files {
             let f = f.map_err(|e| StoreError::io(&images, "cannot list", e))?;
             if let Some(d) = f
                 .file_name()
@@ -376,11 +400,25 @@ impl Store {
         Ok(bytes)
     }
 
-    /// Free bytes available to unprivileged writers on the store's filesystem.
+    /// Free bytes available to unprivileged writers on the store's
+    /// filesystem (the nearest existing ancestor's, for a store not made yet).
     pub fn available_space(&self) -> Result<u64, StoreError> {
-        let st = rustix::fs::statvfs(&self.root)
-            .map_err(|e| StoreError::io(&self.root, "cannot statvfs", e.into()))?;
+        let existing = self
+            .root
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(Path::new("/"));
+        let st = rustix::fs::statvfs(existing)
+            .map_err(|e| StoreError::io(existing, "cannot statvfs", e.into()))?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+}
+
+fn read_dir_if_exists(dir: &Path) -> Result<Option<fs::ReadDir>, StoreError> {
+    match fs::read_dir(dir) {
+        Ok(rd) => Ok(Some(rd)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io(dir, "cannot list", e)),
     }
 }
 

@@ -17,7 +17,7 @@ fn insert(store: &Store, data: &[u8]) -> Digest {
 #[test]
 fn insert_is_atomic_and_named_by_digest() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), VerityPolicy::Auto).unwrap();
+    let store = Store::open_for_writing(dir.path(), VerityPolicy::Auto).unwrap();
     let d = insert(&store, b"hello objects");
     assert_eq!(
         std::fs::read(store.object_path(&d)).unwrap(),
@@ -33,7 +33,7 @@ fn insert_is_atomic_and_named_by_digest() {
 #[test]
 fn failed_fill_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), VerityPolicy::Auto).unwrap();
+    let store = Store::open_for_writing(dir.path(), VerityPolicy::Auto).unwrap();
     let d = Digest([1; 32]);
     let err = store
         .insert_object(&d, |w| {
@@ -52,7 +52,7 @@ fn failed_fill_leaves_nothing_behind() {
 #[test]
 fn image_must_match_its_digest() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), VerityPolicy::Off).unwrap();
+    let store = Store::open_for_writing(dir.path(), VerityPolicy::Off).unwrap();
     let err = store.insert_image(&Digest([2; 32]), b"not it").unwrap_err();
     assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
     assert!(store.list_images().unwrap().is_empty());
@@ -63,7 +63,7 @@ fn require_policy_refuses_a_store_without_verity() {
     // The development machines' kernels and tmpfs have no fs-verity; where a
     // filesystem has it, `require` opens fine, which the VM tier covers.
     let dir = tempfile::tempdir().unwrap();
-    match Store::open(dir.path(), VerityPolicy::Require) {
+    match Store::open_for_writing(dir.path(), VerityPolicy::Require) {
         Err(StoreError::VerityUnsupported { .. }) => {}
         Ok(s) => assert!(s.uses_verity()),
         Err(e) => panic!("unexpected error: {e}"),
@@ -73,7 +73,7 @@ fn require_policy_refuses_a_store_without_verity() {
 #[test]
 fn fsck_names_a_corrupt_object() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), VerityPolicy::Off).unwrap();
+    let store = Store::open_for_writing(dir.path(), VerityPolicy::Off).unwrap();
     let good = insert(&store, b"good object");
     let bad = insert(&store, b"object to corrupt");
     std::fs::write(store.object_path(&bad), b"object to corrupT").unwrap();
@@ -90,7 +90,7 @@ fn fsck_names_a_corrupt_object() {
 #[test]
 fn clean_tmp_removes_leftovers() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), VerityPolicy::Off).unwrap();
+    let store = Store::open_for_writing(dir.path(), VerityPolicy::Off).unwrap();
     std::fs::write(dir.path().join("tmp/half-written"), b"x").unwrap();
     assert_eq!(store.clean_tmp().unwrap(), 1);
     assert_eq!(

@@ -141,7 +141,6 @@ impl Device {
 
     pub fn objects(&self) -> std::collections::BTreeSet<didymos::Digest> {
         didymos::store::Store::open(&self.config.store.path, self.config.store.verity)
-            .unwrap()
             .list_objects()
             .unwrap()
     }
