@@ -14,6 +14,9 @@ IMAGE_INSTALL = "\
 "
 IMAGE_LINGUAS = ""
 
+# The A/B disk (wic/didymos-ab.wks.in, set by didymos-image).
+IMAGE_FSTYPES:append = " wic"
+
 inherit core-image didymos-image
 
 # The factory bundle for slot A is signed with the development credentials.
