@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   # build
-  pkg-config libssl-dev
+  pkg-config libssl-dev openssl tar
   # tier 1: real peers
   dbus-daemon dbus-bin libglib2.0-bin python3-dbus grub-common libubootenv-tool fsverity nginx
   # tier 2: mounts and filesystems

@@ -186,11 +186,17 @@ pub fn verify(
                     ),
                 });
             }
+            let mut detail = err.error_string().to_owned();
+            // X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT = 2: the chain reached a
+            // keyring certificate that is not self-signed.
+            if code == 2 && !options.allow_partial_chain {
+                detail.push_str(" (the keyring holds an intermediate, not a root: add the root CA, or set allow-partial-chain)");
+            }
             return Err(BundleError::UntrustedSigner {
                 signer: subject,
                 certificate: cert,
                 depth,
-                detail: err.error_string().to_owned(),
+                detail,
                 keyring: keyring.source().to_owned(),
             });
         }
