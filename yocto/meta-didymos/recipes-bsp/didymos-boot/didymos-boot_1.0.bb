@@ -19,8 +19,10 @@ SRC_URI = "${@bb.utils.contains('DIDYMOS_BOOTLOADER', 'grub', 'file://grub.cfg f
 # initramfs finds the store partition by its label (wic/didymos-ab.wks.in).
 DIDYMOS_KERNEL_CMDLINE ??= "didymos.store=LABEL=store rootwait console=ttyS0,115200"
 
-UNPACKDIR ??= "${WORKDIR}"
-S = "${UNPACKDIR}"
+# Where do_unpack puts the sources: UNPACKDIR where the release has one,
+# WORKDIR in releases that predate it.
+DIDYMOS_UNPACKDIR = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}"
+S = "${DIDYMOS_UNPACKDIR}"
 
 DEPENDS = "\
     ${@bb.utils.contains('DIDYMOS_BOOTLOADER', 'grub', 'grub-native', '', d)} \

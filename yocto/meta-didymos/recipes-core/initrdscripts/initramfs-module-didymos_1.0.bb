@@ -7,8 +7,10 @@ LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda
 
 SRC_URI = "file://didymos"
 
-UNPACKDIR ??= "${WORKDIR}"
-S = "${UNPACKDIR}"
+# Where do_unpack puts the sources: UNPACKDIR where the release has one,
+# WORKDIR in releases that predate it.
+DIDYMOS_UNPACKDIR = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}"
+S = "${DIDYMOS_UNPACKDIR}"
 
 inherit allarch
 

@@ -11,8 +11,10 @@ SRC_URI = "\
     file://keyring.pem \
 "
 
-UNPACKDIR ??= "${WORKDIR}"
-S = "${UNPACKDIR}"
+# Where do_unpack puts the sources: UNPACKDIR where the release has one,
+# WORKDIR in releases that predate it.
+DIDYMOS_UNPACKDIR = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}"
+S = "${DIDYMOS_UNPACKDIR}"
 
 # system.conf carries the machine's compatible string.
 PACKAGE_ARCH = "${MACHINE_ARCH}"
