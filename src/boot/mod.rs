@@ -9,6 +9,9 @@ use crate::slot::Bootname;
 
 pub mod counting;
 pub mod custom;
+pub mod efi;
+pub mod efivar;
+pub mod efivarfs;
 pub mod file;
 pub mod grub;
 pub mod grubenv;
@@ -136,11 +139,8 @@ pub fn from_config(config: &SystemConfig) -> Result<Box<dyn Bootloader>, BootErr
             })?;
             Box::new(custom::CustomBootloader::new(script, bootnames))
         }
-        other => {
-            return Err(BootError::Other(format!(
-                "bootloader = \"{}\" is not available in this build yet",
-                other.as_str()
-            )));
+        BootloaderKind::Efi => {
+            Box::new(efi::EfiBootloader::new(section.efivarfs.clone(), bootnames))
         }
     })
 }

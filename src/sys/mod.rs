@@ -6,13 +6,15 @@
 //! - [`loopdev`]: read-only loop devices (`LOOP_CONFIGURE`) for kernels that
 //!   cannot mount EROFS from a regular file;
 //! - [`composefs`]: EROFS image plus overlayfs with a data-only object layer;
-//! - [`switch_root`]: replacing the initramfs with the mounted root.
+//! - [`switch_root`]: replacing the initramfs with the mounted root;
+//! - [`fsflags`]: lifting a file's immutable flag for a change (efivarfs).
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment.
 
 #![allow(unsafe_code)]
 
 pub mod composefs;
+pub mod fsflags;
 pub mod loopdev;
 pub mod mount;
 pub mod switch_root;
