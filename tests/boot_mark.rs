@@ -4,6 +4,8 @@
 
 #[path = "common/boot.rs"]
 mod common_boot;
+#[path = "common/efi.rs"]
+mod common_efi;
 
 use common_boot::{Device, b};
 use didymos::boot::mark::{MarkError, MarkState, mark};
@@ -14,7 +16,6 @@ use MarkState::{Active, Bad as MBad, Good as MGood};
 
 /// How a backend's observable state follows the marks.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[allow(dead_code)]
 enum Family {
     /// Order + good flag (+ attempts): file, grub, uboot, custom.
     Counting,
@@ -67,6 +68,11 @@ fn backends() -> Vec<Backend> {
             name: "custom",
             family: Family::Counting,
             make: common_boot::custom_device,
+        },
+        Backend {
+            name: "efi",
+            family: Family::Efi,
+            make: common_efi::efi_device,
         },
         Backend {
             name: "noop",
@@ -177,7 +183,10 @@ const ROWS: &[Row] = &[
         setup: &[(Active, "rootfs.1")],
         mark: (Active, "other"),
         counting: (Some("A"), Good, Good),
-        efi: (Some("A"), Good, Good),
+        // B was only ever a one-shot BootNext trial, never put into
+        // BootOrder; activating A replaces BootNext, so the firmware has no
+        // way left to boot B: it reads as bad.
+        efi: (Some("A"), Good, Bad),
     },
     Row {
         what: "late fallback prevented",

@@ -49,7 +49,7 @@ pub struct BootEntry {
 }
 
 /// The boot manager's variables as read.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BootManager {
     /// The readable `Boot####` entries, by number.
     pub entries: Vec<BootEntry>,
@@ -57,7 +57,9 @@ pub struct BootManager {
     pub unreadable: Vec<VarError>,
     pub order: Vec<u16>,
     pub next: Option<u16>,
-    pub current: Option<u16>,
+    /// `BootCurrent`, or why it cannot be read (only [`Bootloader::get_current`]
+    /// needs it, so a broken one does not stop marking).
+    pub current: Result<Option<u16>, String>,
     order_attributes: Option<u32>,
     next_attributes: Option<u32>,
 }
@@ -79,8 +81,10 @@ impl BootManager {
 /// What `efibootmgr -v` shows, without the optional data.
 impl fmt::Display for BootManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(n) = self.current {
-            writeln!(f, "BootCurrent: {n:04X}")?;
+        match &self.current {
+            Ok(Some(n)) => writeln!(f, "BootCurrent: {n:04X}")?,
+            Ok(None) => {}
+            Err(e) => writeln!(f, "{e}")?,
         }
         if let Some(n) = self.next {
             writeln!(f, "BootNext: {n:04X}")?;
@@ -115,14 +119,22 @@ impl EfiBootloader {
 
     fn parse_error(&self, e: VarError) -> BootError {
         BootError::Format {
-            path: self.vars.path(&e.name),
-            message: e.problem,
+            path: self.vars.dir().to_owned(),
+            message: e.to_string(),
         }
     }
 
     /// Reads `BootOrder`, `BootNext`, `BootCurrent` and every `Boot####`.
     pub fn boot_manager(&self) -> Result<BootManager, BootError> {
-        let mut bm = BootManager::default();
+        let mut bm = BootManager {
+            entries: Vec::new(),
+            unreadable: Vec::new(),
+            order: Vec::new(),
+            next: None,
+            current: Ok(None),
+            order_attributes: None,
+            next_attributes: None,
+        };
         if let Some(v) = self.vars.read("BootOrder")? {
             bm.order = parse_boot_order("BootOrder", &v.data).map_err(|e| self.parse_error(e))?;
             bm.order_attributes = Some(v.attributes);
@@ -132,10 +144,13 @@ impl EfiBootloader {
                 Some(parse_option_number("BootNext", &v.data).map_err(|e| self.parse_error(e))?);
             bm.next_attributes = Some(v.attributes);
         }
-        if let Some(v) = self.vars.read("BootCurrent")? {
-            bm.current =
-                Some(parse_option_number("BootCurrent", &v.data).map_err(|e| self.parse_error(e))?);
-        }
+        bm.current = match self.vars.read("BootCurrent") {
+            Ok(Some(v)) => parse_option_number("BootCurrent", &v.data)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", self.vars.dir().display())),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        };
         for number in self.vars.boot_option_numbers()? {
             let name = boot_option_name(number);
             let Some(v) = self.vars.read(&name)? else {
@@ -168,21 +183,27 @@ impl EfiBootloader {
         match found.as_slice() {
             [n] => Ok(*n),
             [] => {
-                let mut known: Vec<String> = bm
+                let known: Vec<String> = bm
                     .entries
                     .iter()
                     .map(|e| format!("{} {:?}", boot_option_name(e.number), e.option.description))
                     .collect();
-                known.extend(
-                    bm.unreadable
-                        .iter()
-                        .map(|e| format!("{} (unreadable: {})", e.name, e.problem)),
-                );
-                let known = if known.is_empty() {
+                let mut known = if known.is_empty() {
                     "there are no boot entries".to_owned()
                 } else {
                     format!("the entries are {}", known.join(", "))
                 };
+                if !bm.unreadable.is_empty() {
+                    let bad: Vec<String> = bm
+                        .unreadable
+                        .iter()
+                        .map(|e| format!("{}: {}", e.name, e.problem))
+                        .collect();
+                    known.push_str(&format!(
+                        "; entries that cannot be read: {}",
+                        bad.join("; ")
+                    ));
+                }
                 Err(BootError::Format {
                     path: self.vars.dir().to_owned(),
                     message: format!(
@@ -323,7 +344,7 @@ impl Bootloader for EfiBootloader {
 
     fn get_current(&self) -> Result<Option<Bootname>, BootError> {
         let bm = self.boot_manager()?;
-        let Some(current) = bm.current else {
+        let Some(current) = bm.current.clone().map_err(BootError::Other)? else {
             return Ok(None);
         };
         let slot = self.slot_of(&bm, current);

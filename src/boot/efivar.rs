@@ -66,7 +66,7 @@ pub fn encode_file(attributes: u32, data: &[u8]) -> Vec<u8> {
 
 /// `BootOrder`: a list of boot option numbers, two bytes each.
 pub fn parse_boot_order(name: &str, data: &[u8]) -> Result<Vec<u16>, VarError> {
-    if data.len() % 2 != 0 {
+    if !data.len().is_multiple_of(2) {
         return Err(err(
             name,
             format!(

@@ -62,7 +62,7 @@ impl Efivarfs {
 
     fn format(&self, e: VarError) -> BootError {
         BootError::Format {
-            path: self.path(&e.name),
+            path: self.dir.clone(),
             message: e.to_string(),
         }
     }
