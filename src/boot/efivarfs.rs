@@ -107,6 +107,8 @@ impl Efivarfs {
         let contents = super::efivar::encode_file(attributes & !APPEND_WRITE, data);
         let io = |e| self.io(name, e);
         let flag = MutableFile::open(&path).map_err(io)?;
+        // O_TRUNC is for an ordinary directory; efivarfs ignores size
+        // changes (older kernels only reset their cached size).
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
