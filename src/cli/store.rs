@@ -8,7 +8,12 @@ use super::Global;
 pub struct GcArgs {}
 
 #[derive(clap::Args)]
-pub struct FsckArgs {}
+pub struct FsckArgs {
+    /// First enable fs-verity on every object and image that lacks it (after
+    /// checking its content), e.g. on a store a build host filled.
+    #[arg(long)]
+    enable_verity: bool,
+}
 
 pub fn gc(_args: GcArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let config = global.config()?;
@@ -20,8 +25,12 @@ pub fn gc(_args: GcArgs, global: &Global) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn fsck(_args: FsckArgs, global: &Global) -> anyhow::Result<ExitCode> {
+pub fn fsck(args: FsckArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let config = global.config()?;
+    if args.enable_verity {
+        let sealed = didymos::install::enable_verity(&config)?;
+        println!("enabled fs-verity on {sealed} files");
+    }
     let report = didymos::install::fsck(&config)?;
     for p in &report.problems {
         println!("{p}");

@@ -219,3 +219,27 @@ pub fn fsck(config: &SystemConfig) -> Result<FsckReport, InstallError> {
         .collect();
     Ok(store.fsck(&roots)?)
 }
+
+/// Gives every object and image in the store fs-verity where it lacks it
+/// (a store filled on a build host, which has no fs-verity). Takes the
+/// install lock. Returns how many files were sealed.
+pub fn enable_verity(config: &SystemConfig) -> Result<u64, InstallError> {
+    let _lock = InstallLock::acquire(&config.system.data_directory, "enabling fs-verity")?;
+    let policy = match config.store.verity {
+        crate::config::VerityPolicy::Off => crate::config::VerityPolicy::Require,
+        other => other,
+    };
+    let unsupported = |e: crate::store::StoreError| match e {
+        crate::store::StoreError::VerityUnsupported { path } => {
+            crate::store::StoreError::Source(format!(
+                "cannot enable fs-verity: the filesystem of store {} does not support it \
+                 (ext4 needs `mkfs.ext4 -O verity` or `tune2fs -O verity`, and a kernel \
+                 with CONFIG_FS_VERITY)",
+                path.display()
+            ))
+        }
+        other => other,
+    };
+    let store = Store::open_for_writing(&config.store.path, policy).map_err(unsupported)?;
+    Ok(store.enable_missing_verity().map_err(unsupported)?)
+}
