@@ -50,7 +50,6 @@ s_size=$(stat -c %s "$work/out.squashfs")
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
 echo
 echo "Load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)."
-echo "Load average before the run: $(cut -d" " -f1-3 /proc/loadavg)."
 echo "Tree: \`$tree\`, $files regular files, $((bytes / 1000000)) MB."
 echo
 echo "| | wall time | CPU time | throughput (wall) | output size | peak RSS |"
