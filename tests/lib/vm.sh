@@ -12,8 +12,10 @@
 #                              copy an executable and the shared libraries it
 #                              needs into the tree
 #   vm_initramfs_modules DIR MODULE...
-#                              copy kernel modules and their dependencies, and
-#                              write DIR/etc/modules.order (load order)
+#                              copy kernel modules and their dependencies to
+#                              DIR/lib/modules/<release> (with modules.dep, for
+#                              modprobe) and write DIR/etc/modules.order (the
+#                              load order, for insmod)
 #   vm_initramfs_pack DIR OUT  write the tree as a gzip'd newc cpio archive
 #   vm_hash FILE|DIR...        a short content hash of files and trees (cache keys)
 
@@ -108,17 +110,24 @@ vm_initramfs_modules() {
       vm_die "kernel $VM_KERNEL_RELEASE has no module $mod" || return 1
     _vm_mod_add "${path%:}" || return 1
   done
-  mkdir -p "$dir/lib/modules" "$dir/etc"
+  # Decompressed (busybox cannot read .ko.xz), at their paths under
+  # /lib/modules/<release>, with a modules.dep for modprobe.
+  local root="$dir/lib/modules/$VM_KERNEL_RELEASE" ko
+  mkdir -p "$root" "$dir/etc"
+  cp "$VM_MODULES"/modules.builtin* "$VM_MODULES/modules.order" "$root/" 2>/dev/null
   : >"$dir/etc/modules.order"
   for path in "${order[@]}"; do
-    dep="$dir/lib/modules/$(basename "$path")"
+    ko=${path%.xz}
+    ko=${ko%.zst}
+    mkdir -p "$root/$(dirname "$ko")"
     case "$path" in
-      *.xz) xz -dc "$VM_MODULES/$path" >"${dep%.xz}"; dep=${dep%.xz} ;;
-      *.zst) zstd -qdc "$VM_MODULES/$path" >"${dep%.zst}"; dep=${dep%.zst} ;;
-      *) cp "$VM_MODULES/$path" "$dep" ;;
+      *.xz) xz -dc "$VM_MODULES/$path" >"$root/$ko" ;;
+      *.zst) zstd -qdc "$VM_MODULES/$path" >"$root/$ko" ;;
+      *) cp "$VM_MODULES/$path" "$root/$ko" ;;
     esac
-    echo "/lib/modules/$(basename "$dep")" >>"$dir/etc/modules.order"
+    echo "/lib/modules/$VM_KERNEL_RELEASE/$ko" >>"$dir/etc/modules.order"
   done
+  depmod -b "$dir" "$VM_KERNEL_RELEASE" || vm_die "depmod in $dir failed" || return 1
 }
 
 vm_initramfs_pack() {

@@ -51,15 +51,26 @@ e2e_debootstrap() {
   E2E_DEBOOTSTRAP_TAR=$tar
 }
 
-# The development PKI the bundles are signed with and the device trusts.
+# The development PKI the bundles are signed with and the device trusts: a
+# CA and a code-signing certificate it issued, made once with openssl.
 e2e_keys() {
-  E2E_CERT=$REPO/bundles/keys/development.cert.pem
-  E2E_KEY=$REPO/bundles/keys/development.key.pem
-  E2E_KEYRING=$REPO/bundles/keys/keyring.pem
-  local f
-  for f in "$E2E_CERT" "$E2E_KEY" "$E2E_KEYRING"; do
-    [ -s "$f" ] || die "development key material $f is missing"
-  done
+  local d="$E2E_CACHE/pki"
+  E2E_CERT=$d/signing.cert.pem
+  E2E_KEY=$d/signing.key.pem
+  E2E_KEYRING=$d/ca.cert.pem
+  [ -s "$E2E_CERT" ] && [ -s "$E2E_KEY" ] && [ -s "$E2E_KEYRING" ] && return
+  rm -rf "$d" && mkdir -p "$d"
+  (
+    cd "$d" &&
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+        -subj "/O=didymos e2e/CN=didymos e2e development CA" -keyout ca.key.pem -out ca.cert.pem \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign &&
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj "/O=didymos e2e/CN=didymos e2e development signer" -keyout signing.key.pem -out signing.csr &&
+      printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning\n' >leaf.ext &&
+      openssl x509 -req -in signing.csr -CA ca.cert.pem -CAkey ca.key.pem -CAcreateserial -days 3650 \
+        -extfile leaf.ext -out signing.cert.pem
+  ) >"$E2E_CACHE/pki.log" 2>&1 || die "making the development PKI failed; see $E2E_CACHE/pki.log"
 }
 
 # The device's initramfs: busybox, didymos-setup-root, modules, the device's
@@ -72,8 +83,9 @@ e2e_initramfs() {
   mkdir -p "$dir/etc/didymos"
   cp "$E2E_DIR/rootfs/etc/didymos/system.conf" "$dir/etc/didymos/system.conf"
   cp "$E2E_KEYRING" "$dir/etc/didymos/keyring.pem"
-  cp "$E2E_DIR/initramfs-init" "$dir/init"
-  chmod 755 "$dir/init"
+  printf '%s\n' "${E2E_MODULES[@]}" >"$dir/etc/didymos/initramfs-modules"
+  # The /init didymos ships for busybox initramfs images.
+  install -m 755 "$REPO/initramfs/busybox/init" "$dir/init"
   vm_initramfs_pack "$dir" "$out" || die "initramfs: packing"
 }
 
@@ -231,7 +243,7 @@ e2e_build() {
   e2e_keys
   local key
   key=$(vm_hash "$E2E_DEBOOTSTRAP_TAR" "$BIN/didymos" "$BIN/didymos-setup-root" "$E2E_DIR/rootfs" \
-    "$E2E_DIR/lib/build.sh" "$E2E_DIR/grub.cfg" "$E2E_DIR/initramfs-init" "$E2E_DIR/factory-init" \
+    "$E2E_DIR/lib/build.sh" "$E2E_DIR/grub.cfg" "$REPO/initramfs/busybox/init" "$E2E_DIR/factory-init" \
     "$REPO/boot/grub/didymos.cfg" "$REPO/dbus" "$REPO/systemd" "$E2E_KEYRING" "$E2E_CERT" "$VM_VMLINUZ" \
     "$REPO/tests/lib/vm.sh")
   local dev="$E2E_CACHE/device-$key"
