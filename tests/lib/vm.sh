@@ -9,8 +9,8 @@
 #   vm_initramfs_begin DIR     start an initramfs tree in DIR (busybox, /dev,
 #                              /proc, /sys, /run, /tmp)
 #   vm_initramfs_binary DIR BIN [DEST]
-#                              copy an executable and the shared libraries it
-#                              needs into the tree
+#                              copy an executable (stripped) and the shared
+#                              libraries it needs into the tree
 #   vm_initramfs_modules DIR MODULE...
 #                              copy kernel modules and their dependencies to
 #                              DIR/lib/modules/<release> (with modules.dep, for
@@ -80,7 +80,8 @@ vm_initramfs_binary() {
   local dir=$1 bin=$2 dest=${3:-/usr/bin/$(basename "$2")} lib
   [ -x "$bin" ] || vm_die "$bin is not an executable (build it first)" || return 1
   mkdir -p "$dir$(dirname "$dest")"
-  cp "$bin" "$dir$dest"
+  # Without debug information (a debug build is mostly that).
+  strip -o "$dir$dest" "$bin" 2>/dev/null || cp "$bin" "$dir$dest"
   # Shared libraries, with the paths the dynamic linker looks them up under.
   for lib in $(ldd "$bin" 2>/dev/null | grep -o '/[^ ]*' | sort -u); do
     mkdir -p "$dir$(dirname "$lib")"

@@ -114,7 +114,7 @@ e2e_rootfs_base() {
   cp -a "$E2E_DIR/rootfs/." "$dir/"
   cp "$E2E_KEYRING" "$dir/etc/didymos/keyring.pem"
   # didymos itself, with its D-Bus and systemd files, where a package puts them.
-  install -m 755 "$BIN/didymos" "$dir/usr/bin/didymos"
+  strip -o "$dir/usr/bin/didymos" "$BIN/didymos" && chmod 755 "$dir/usr/bin/didymos"
   install -m 644 "$REPO/dbus/org.didymos.Installer1.conf" "$dir/usr/share/dbus-1/system.d/org.didymos.Installer1.conf"
   mkdir -p "$dir/usr/share/dbus-1/system-services"
   install -m 644 "$REPO/dbus/org.didymos.Installer1.service" "$dir/usr/share/dbus-1/system-services/org.didymos.Installer1.service"

@@ -10,7 +10,6 @@ GUEST_BOOT_TIMEOUT=${E2E_BOOT_TIMEOUT:-400}
 GUEST_PID=
 GUEST_READER=
 GUEST_RUN=0
-GUEST_CMD=0
 GUEST_READY_SEEN=0
 GUEST_QEMU_EXTRA=()
 
@@ -70,8 +69,9 @@ guest_wait_exit() {
   guest_reap
 }
 
-# Waits for the agent's greeting of the next boot; prints the kernel command
-# line of that boot. Fails on timeout or when the machine stopped.
+# Waits for the agent's greeting of the next boot; sets GUEST_CMDLINE to the
+# kernel command line of that boot. Fails on timeout or when the machine
+# stopped. (Not for $(...): it keeps count of the boots seen.)
 guest_wait_ready() {
   local limit=${1:-$GUEST_BOOT_TIMEOUT} t=0 line
   while :; do
@@ -79,7 +79,8 @@ guest_wait_ready() {
     if [ -n "$line" ]; then
       GUEST_READY_SEEN=$((GUEST_READY_SEEN + 1))
       GUEST_BOOT_ID=$(echo "$line" | awk '{print $2}')
-      echo "${line#E2E-AGENT-READY * }"
+      GUEST_CMDLINE=${line#E2E-AGENT-READY * }
+      log "boot $GUEST_READY_SEEN of machine $GUEST_RUN is up: $GUEST_CMDLINE"
       return 0
     fi
     guest_running || { log "the machine stopped before its agent came up"; return 1; }
@@ -102,8 +103,7 @@ guest_wait_console() {
 # output; returns its exit status (255 when the agent did not answer).
 guest_run() {
   local limit=$1 script=$2 id start t=0 done_line
-  GUEST_CMD=$((GUEST_CMD + 1))
-  id=$GUEST_CMD
+  id=$(date +%s%N)
   start=$(($(wc -l <"$GUEST_AGENT_LOG") + 1))
   printf 'CMD %s %s %s\n' "$id" "$limit" "$(printf '%s' "$script" | base64 -w0)" >&"$GUEST_IN"
   while :; do
@@ -132,8 +132,8 @@ guest_must() {
   echo "$out"
 }
 
-# Asks the guest to reboot and waits for the next boot's agent; prints the
-# new kernel command line.
+# Asks the guest to reboot and waits for the next boot's agent (sets
+# GUEST_CMDLINE).
 guest_reboot() {
   guest_run 30 'systemctl reboot --no-block' >/dev/null || return 1
   guest_wait_ready
