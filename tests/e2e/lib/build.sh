@@ -4,6 +4,8 @@
 # into slot A. Everything expensive is cached under $E2E_CACHE, keyed by the
 # hash of its inputs. Sourced by tests/e2e/run after tests/lib/vm.sh.
 
+# Bump when the device's layout or build steps change (part of the cache key).
+E2E_FORMAT=1
 E2E_SUITE=bookworm
 E2E_COMPATIBLE=didymos-e2e-qemu
 # Packages on top of debootstrap's minbase: the init system, the system bus,
@@ -182,8 +184,6 @@ e2e_boot_partition() {
   rm -rf "$dir"
   mkdir -p "$dir/grub/i386-pc" "$dir/A" "$dir/B"
   cp /usr/lib/grub/i386-pc/*.mod /usr/lib/grub/i386-pc/*.lst "$dir/grub/i386-pc/"
-  cp "$REPO/boot/grub/didymos.cfg" "$dir/grub/didymos.cfg"
-  cp "$E2E_DIR/grub.cfg" "$dir/grub/grub.cfg"
   grub-editenv "$dir/grub/grubenv" create
   # 4 KiB blocks: GRUB reads the kernel in far fewer requests than with 1 KiB.
   mke2fs -q -F -t ext2 -b 4096 -L boot -d "$dir" "$out" "${E2E_BOOT_MB}M" || die "mke2fs boot partition"
@@ -214,6 +214,22 @@ e2e_disk() {
   E2E_STORE_OFFSET=$((s2 * 512))
 }
 
+# Writes GRUB's configuration and the shipped didymos script into the boot
+# partition of a copy of the provisioned disk. Done for every run, so the
+# (slow) factory step does not depend on them.
+e2e_grub_config() {
+  local disk=$1
+  debugfs -w -f - "$disk?offset=$((2048 * 512))" >"$E2E_WORK/debugfs-grub.log" 2>&1 <<EOF || die "writing grub.cfg into $disk failed"
+cd /grub
+rm grub.cfg
+rm didymos.cfg
+write $E2E_DIR/grub.cfg grub.cfg
+write $REPO/boot/grub/didymos.cfg didymos.cfg
+EOF
+  debugfs -R "cat /grub/grub.cfg" "$disk?offset=$((2048 * 512))" 2>/dev/null | cmp -s - "$E2E_DIR/grub.cfg" ||
+    die "grub.cfg on the boot partition differs from $E2E_DIR/grub.cfg after writing it"
+}
+
 # The factory step: boot the device's kernel with a provisioning initramfs
 # that installs v1 with didymos, as a production line would.
 e2e_factory() {
@@ -242,10 +258,12 @@ e2e_build() {
   e2e_debootstrap
   e2e_keys
   local key
-  key=$(vm_hash "$E2E_DEBOOTSTRAP_TAR" "$BIN/didymos" "$BIN/didymos-setup-root" "$E2E_DIR/rootfs" \
-    "$E2E_DIR/lib/build.sh" "$E2E_DIR/grub.cfg" "$REPO/initramfs/busybox/init" "$E2E_DIR/factory-init" \
-    "$REPO/boot/grub/didymos.cfg" "$REPO/dbus" "$REPO/systemd" "$E2E_KEYRING" "$E2E_CERT" "$VM_VMLINUZ" \
-    "$REPO/tests/lib/vm.sh")
+  key=$( (
+    echo "$E2E_FORMAT $E2E_SUITE $E2E_PACKAGES ${E2E_MODULES[*]} $E2E_BOOT_MB $E2E_STORE_MB $E2E_DATA_MB"
+    vm_hash "$E2E_DEBOOTSTRAP_TAR" "$BIN/didymos" "$BIN/didymos-setup-root" "$E2E_DIR/rootfs" \
+      "$REPO/initramfs/busybox/init" "$E2E_DIR/factory-init" "$REPO/dbus" "$REPO/systemd" \
+      "$E2E_KEYRING" "$E2E_CERT" "$VM_VMLINUZ"
+  ) | sha256sum | cut -c1-16)
   local dev="$E2E_CACHE/device-$key"
   E2E_PRISTINE=$dev/disk.raw
   if [ -s "$dev/disk.raw" ] && [ -s "$dev/store-offset" ]; then
