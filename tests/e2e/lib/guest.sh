@@ -80,7 +80,8 @@ guest_wait_ready() {
       GUEST_READY_SEEN=$((GUEST_READY_SEEN + 1))
       GUEST_BOOT_ID=$(echo "$line" | awk '{print $2}')
       GUEST_CMDLINE=${line#E2E-AGENT-READY * }
-      log "boot $GUEST_READY_SEEN of machine $GUEST_RUN is up: $GUEST_CMDLINE"
+      log "boot $GUEST_READY_SEEN of machine $GUEST_RUN is up ($(tr -d '\r' <"$GUEST_AGENT_LOG" |
+        grep '^E2E-AGENT-UPTIME ' | sed -n "${GUEST_READY_SEEN}p" | cut -d' ' -f2) s after the kernel started): $GUEST_CMDLINE"
       return 0
     fi
     guest_running || { log "the machine stopped before its agent came up"; return 1; }
