@@ -14,6 +14,7 @@ bin=${1:-target/release/didymos}
 dir=$(mktemp -d)
 bus_pid= svc_pid=
 cleanup() {
+  [ -s "$dir/service.log" ] && [ -z "${ok:-}" ] && sed "s/^/service: /" "$dir/service.log" >&2
   [ -n "$svc_pid" ] && kill "$svc_pid" 2>/dev/null || true
   [ -n "$bus_pid" ] && kill "$bus_pid" 2>/dev/null || true
   rm -rf "$dir"
@@ -22,7 +23,7 @@ trap cleanup EXIT
 
 cat > "$dir/bus.conf" <<CONF
 <busconfig><type>session</type><listen>unix:path=$dir/bus</listen><auth>EXTERNAL</auth>
-<policy context="default"><allow send_destination="*"/><allow own="*"/></policy></busconfig>
+<policy context="default"><allow send_destination="*" eavesdrop="true"/><allow eavesdrop="true"/><allow own="*"/></policy></busconfig>
 CONF
 dbus-daemon --config-file="$dir/bus.conf" --nofork --nopidfile --print-address=1 >"$dir/addr" 2>/dev/null &
 bus_pid=$!
@@ -54,7 +55,7 @@ CONF
 "$bin" --conf "$dir/dev/system.conf" service 2>"$dir/service.log" &
 svc_pid=$!
 for _ in $(seq 100); do
-  busctl --user status org.didymos.Installer1 >/dev/null 2>&1 && break
+  timeout 5 busctl --user get-property org.didymos.Installer1 / org.didymos.Installer1 Operation >/dev/null 2>&1 && break
   sleep 0.1
 done
 rss() { awk '/^VmRSS|^VmHWM/ {printf "%s %s kB  ", $1, $2}' "/proc/$svc_pid/status"; echo; }
@@ -70,4 +71,5 @@ for _ in $(seq 100); do
 done
 sleep 1
 printf 'after 100 more reads:   '; rss
+ok=1
 echo "binary: $bin ($(stat -c %s "$bin") bytes)"

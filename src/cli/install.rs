@@ -25,6 +25,9 @@ pub struct Args {
     /// An identifier for this install, kept in logs.
     #[arg(long)]
     pub transaction_id: Option<String>,
+    /// Install in this process even when the didymos service is running.
+    #[arg(long)]
+    pub direct: bool,
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
@@ -35,6 +38,11 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         transaction_id: args.transaction_id,
         require_manifest_hash: args.require_manifest_hash,
     };
+    if !args.direct
+        && let Some(service) = super::remote::connect_if_running()?
+    {
+        return service.install(&args.bundle, &options);
+    }
     let printer = ProgressPrinter::new();
     let outcome = install::install(
         &config,

@@ -9,6 +9,7 @@ mod bundle;
 mod demo;
 mod info;
 mod install;
+mod remote;
 mod service;
 mod status;
 mod store;

@@ -17,6 +17,9 @@ pub struct Args {
     detailed: bool,
     #[arg(long, value_enum, default_value_t = Format::Readable)]
     output_format: Format,
+    /// Work in this process even when the didymos service is running.
+    #[arg(long, global = true)]
+    direct: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -53,6 +56,11 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             StatusCommand::MarkBad(a) => (MarkState::Bad, a.slot),
             StatusCommand::MarkActive(a) => (MarkState::Active, a.slot),
         };
+        if !args.direct
+            && let Some(service) = super::remote::connect_if_running()?
+        {
+            return service.mark(state, &ident);
+        }
         let bootloader = didymos::boot::from_config(&config)?;
         let booted = didymos::slot::booted::detect(&config);
         let outcome = mark::mark(
@@ -64,6 +72,17 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         )?;
         println!("{}", outcome.message);
         return Ok(ExitCode::SUCCESS);
+    }
+    if !args.direct
+        && let Some(service) = super::remote::connect_if_running()?
+    {
+        return Ok(match service.status(&config) {
+            Ok(status) => {
+                print!("{}", render(&status, args.output_format, args.detailed));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        });
     }
     let status = didymos::status::collect(&config)?;
     print!("{}", render(&status, args.output_format, args.detailed));

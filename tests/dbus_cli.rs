@@ -1,0 +1,133 @@
+//! The CLI as a client of the service: `install`, `status` and `status mark-*`
+//! go through the service when it runs (same output as in-process), `--direct`
+//! works in-process, and the exit codes are 0 success, 1 failure, 2 bus error.
+
+#[path = "common/dbus.rs"]
+mod common_dbus;
+#[path = "common/dbus_bundles.rs"]
+mod dbus_bundles;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common_dbus::*;
+
+fn cli(bus: &Bus, device: &Device, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_didymos"));
+    cmd.arg("--conf")
+        .arg(&device.conf)
+        .args(args)
+        .envs(bus.env());
+    cmd
+}
+
+fn run(mut cmd: Command) -> Output {
+    cmd.output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn install_status_and_mark_through_the_service() {
+    let bus = Bus::session();
+    let device = Device::new("");
+    let pki = dbus_bundles::keys(&device);
+    let good = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 20);
+    let foreign = dbus_bundles::bundle(&device, &pki, "another-device", "2.0", 5);
+    let service = Service::start(&bus, &device);
+
+    let out = run(cli(&bus, &device, &["install", good.to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("installed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        service.log_text().contains("install started"),
+        "the install must have gone through the service: {}",
+        service.log_text()
+    );
+
+    // The same status output through the service and in-process.
+    for format in ["readable", "json", "shell"] {
+        let via = run(cli(
+            &bus,
+            &device,
+            &["status", "--detailed", "--output-format", format],
+        ));
+        let direct = run(cli(
+            &bus,
+            &device,
+            &[
+                "status",
+                "--detailed",
+                "--direct",
+                "--output-format",
+                format,
+            ],
+        ));
+        assert_eq!(via.status.code(), Some(0), "{}", text(&via.stderr));
+        assert_eq!(direct.status.code(), Some(0), "{}", text(&direct.stderr));
+        pretty_assertions::assert_eq!(text(&direct.stdout), text(&via.stdout), "{format}");
+    }
+
+    // Marks through the service.
+    let out = run(cli(&bus, &device, &["status", "mark-active", "rootfs.0"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "activated slot rootfs.0");
+    let out = run(cli(&bus, &device, &["status", "mark-good", "rootfs.9"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("rootfs.9"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A failing install: exit code 1 and the reason.
+    let out = run(cli(&bus, &device, &["install", foreign.to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("NotCompatible") && err.contains("another-device"),
+        "{err}"
+    );
+
+    // --direct works in-process even though the service runs.
+    let out = run(cli(
+        &bus,
+        &device,
+        &["status", "mark-active", "--direct", "other"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_service_that_goes_away_is_a_bus_error() {
+    let bus = Bus::session();
+    let device = Device::new("");
+    let pki = dbus_bundles::keys(&device);
+    let big = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 3000);
+    let service = Service::start(&bus, &device);
+
+    let mut install = cli(&bus, &device, &["install", big.to_str().unwrap()]);
+    let child = install
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the service is installing, then kill it.
+    for _ in 0..600 {
+        let out = ok(bus.busctl(&["get-property", NAME, "/", IFACE, "Operation"]));
+        if out.trim() == "s \"installing\"" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    service.kill();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("D-Bus"), "{}", text(&out.stderr));
+}
