@@ -131,3 +131,46 @@ fn a_service_that_goes_away_is_a_bus_error() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("D-Bus"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn ctrl_c_cancels_the_install_when_not_on_a_terminal() {
+    let bus = Bus::session();
+    let device = Device::new("");
+    let pki = dbus_bundles::keys(&device);
+    let big = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 3000);
+    let _service = Service::start(&bus, &device);
+
+    let child = cli(&bus, &device, &["install", big.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        let out = ok(bus.busctl(&["get-property", NAME, "/", IFACE, "Progress"]));
+        if out.contains("Writing") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cancelling") && err.contains("Cancelled"),
+        "{err}"
+    );
+    let out = ok(bus.busctl(&["get-property", NAME, "/", IFACE, "LastErrorName"]));
+    assert_eq!(out.trim(), "s \"org.didymos.Installer1.Error.Cancelled\"");
+    let out = run(cli(&bus, &device, &["status", "--output-format", "json"]));
+    let status = text(&out.stdout);
+    assert!(
+        !status.contains("\"2.0\""),
+        "nothing may be installed: {status}"
+    );
+}
