@@ -327,6 +327,69 @@ fn generic_clients_install_inspect_and_read_status() {
     wait_idle(&bus);
     let out = ok(bus.busctl(&["call", NAME, "/", IFACE, "GetSlotStatus", "--json=short"]));
     assert!(out.contains("\"3.0\""), "{out}");
+
+    // InspectBundle through busctl; the deprecated Install through gdbus.
+    let out = ok(bus.busctl(&[
+        "call",
+        NAME,
+        "/",
+        IFACE,
+        "InspectBundle",
+        "sa{sv}",
+        &path(&v2),
+        "0",
+        "--json=short",
+    ]));
+    assert!(
+        out.contains("\"2.0\"") && out.contains("manifest-hash"),
+        "{out}"
+    );
+    ok(bus.gdbus_call(NAME, &format!("{IFACE}.Install"), &[&path(&v2)]));
+    wait_idle(&bus);
+    let out = ok(bus.gdbus_call(NAME, &format!("{IFACE}.GetSlotStatus"), &[]));
+    // Still booted from A, every install went into rootfs.1: now the third.
+    assert!(
+        out.contains("'bundle.version': <'2.0'>") && out.contains("'installed.count': <uint32 3>"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn inspect_and_info_through_a_proxy() {
+    let bus = Bus::session();
+    let device = Device::new("");
+    let pki = dbus_bundles::keys(&device);
+    let v2 = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 5);
+    let _service = Service::start(&bus, &device);
+    let conn = bus.connect().await;
+    let proxy = InstallerProxy::new(&conn).await.unwrap();
+
+    let (compatible, version) = proxy.info(v2.to_str().unwrap()).await.unwrap();
+    assert_eq!(
+        (compatible.as_str(), version.as_str()),
+        ("didymos-test", "2.0")
+    );
+    let by_path = proxy
+        .inspect_bundle(v2.to_str().unwrap(), HashMap::new())
+        .await
+        .unwrap();
+    let by_fd = proxy
+        .inspect_bundle_fd(fd(&v2), HashMap::new())
+        .await
+        .unwrap();
+    let hash = |d: &didymos::service::wire::Dict| {
+        String::try_from(d["manifest-hash"].try_clone().unwrap()).unwrap()
+    };
+    assert_eq!(hash(&by_path).len(), 64);
+    assert_eq!(hash(&by_path), hash(&by_fd));
+    // A file that is not a bundle: a typed error naming the problem.
+    match proxy
+        .inspect_bundle_fd(fd(&device.conf), HashMap::new())
+        .await
+    {
+        Err(Error::BundleInvalid(m)) => assert!(!m.is_empty()),
+        other => panic!("expected BundleInvalid, got {other:?}"),
+    }
 }
 
 /// Calls `method(h fd, a{sv} {})` with python3-dbus, passing `bundle` opened
