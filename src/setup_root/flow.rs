@@ -42,10 +42,7 @@ pub fn run(options: &SetupOptions) -> Result<Mounted, SetupFailure> {
         }));
     }
     let slot_name = slot.name.clone();
-    match setup(options, &args, &config, &bootname, &slot_name) {
-        Ok(m) => Ok(m),
-        Err(e) => Err(fail(e)),
-    }
+    setup(options, &args, &config, &bootname, &slot_name).map_err(fail)
 }
 
 fn setup(
