@@ -50,7 +50,8 @@ guest_kill() {
 guest_reap() {
   [ -n "$GUEST_PID" ] && wait "$GUEST_PID" 2>/dev/null
   [ -n "$GUEST_READER" ] && kill "$GUEST_READER" 2>/dev/null && wait "$GUEST_READER" 2>/dev/null
-  [ -n "${GUEST_IN:-}" ] && exec {GUEST_IN}>&- 2>/dev/null
+  # (no redirection on this exec: it would stay in force for the whole run)
+  [ -n "${GUEST_IN:-}" ] && exec {GUEST_IN}>&-
   GUEST_PID= GUEST_READER= GUEST_IN=
 }
 
