@@ -38,9 +38,9 @@ impl ImageTree {
         use std::path::PathBuf;
 
         let (dir, name, resolved) = self.resolve(path, 0)?;
-        let entry = dir.lookup(name.as_os_str()).ok_or_else(|| {
-            ImageError::Invalid(format!("{} is not in the image", path.display()))
-        })?;
+        let entry = dir
+            .lookup(name.as_os_str())
+            .ok_or_else(|| ImageError::Lookup(format!("{} is not in the image", path.display())))?;
         let mut out = Vec::new();
         let base = PathBuf::from(&name);
         let mut stack = vec![(base, entry)];
@@ -56,7 +56,7 @@ impl ImageTree {
                     if let LeafContent::Regular(f) = &leaf.content {
                         out.push((rel, file_content(f)));
                     } else if rel.as_os_str() == name.as_os_str() {
-                        return Err(ImageError::Invalid(format!(
+                        return Err(ImageError::Lookup(format!(
                             "{} (resolved to {}) is not a regular file or directory",
                             path.display(),
                             resolved.display()
@@ -87,7 +87,7 @@ impl ImageTree {
         use std::path::{Component, PathBuf};
 
         if depth > 16 {
-            return Err(ImageError::Invalid(format!(
+            return Err(ImageError::Lookup(format!(
                 "too many symlinks resolving {}",
                 path.display()
             )));
@@ -100,7 +100,7 @@ impl ImageTree {
             })
             .collect();
         let Some((last, parents)) = comps.split_last() else {
-            return Err(ImageError::Invalid(format!(
+            return Err(ImageError::Lookup(format!(
                 "{} names the image root",
                 path.display()
             )));
@@ -123,14 +123,14 @@ impl ImageTree {
                         return self.resolve(&normalize(&next), depth + 1);
                     }
                     _ => {
-                        return Err(ImageError::Invalid(format!(
+                        return Err(ImageError::Lookup(format!(
                             "{} is not a directory",
                             walked.join(c).display()
                         )));
                     }
                 },
                 None => {
-                    return Err(ImageError::Invalid(format!(
+                    return Err(ImageError::Lookup(format!(
                         "{} is not in the image",
                         walked.join(c).display()
                     )));

@@ -46,6 +46,9 @@ pub enum ImageError {
     Build(String),
     #[error("not a valid composefs image: {0}")]
     Invalid(String),
+    /// A path looked up inside an image is missing or of the wrong kind.
+    #[error("{0}")]
+    Lookup(String),
 }
 
 impl ImageError {

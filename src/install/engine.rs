@@ -333,9 +333,10 @@ fn write_slot(
     let mut written = 0u64;
     let mut half_failpoint = to_write.len() / 2;
     r.step(15, format!("Writing {} objects", to_write.len()), 2);
+    let mut batch = store.batch();
     for entry in to_write {
         r.check_cancel()?;
-        written += store.insert_object(&entry.digest, |w| {
+        written += batch.add(&entry.digest, |w| {
             bundle
                 .copy_object(entry, w)
                 .map_err(|e| StoreError::Source(e.to_string()))
@@ -352,6 +353,7 @@ fn write_slot(
         }
         half_failpoint = half_failpoint.wrapping_sub(1);
     }
+    batch.commit()?;
     failpoint("objects-written");
 
     r.step(86, "Writing the image", 2);

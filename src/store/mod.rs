@@ -199,19 +199,17 @@ impl Store {
         }
     }
 
-    /// Writes an object whose content `fill` produces. `fill` must fail if the
-    /// content does not match `digest` (the bundle reader checks as it
-    /// streams); the object only appears under its name when `fill` succeeded
-    /// and, with fs-verity, the kernel's measurement equals `digest`.
-    ///
-    /// Returns the number of bytes written.
+    /// Writes one object whose content `fill` produces (see [`ObjectBatch`]
+    /// for many). Returns the number of bytes written.
     pub fn insert_object(
         &self,
         digest: &Digest,
         fill: impl FnOnce(&mut dyn Write) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
-        let final_path = self.object_path(digest);
-        self.insert(digest, &final_path, fill)
+        let mut batch = self.batch();
+        let size = batch.add(digest, fill)?;
+        batch.commit()?;
+        Ok(size)
     }
 
     /// Writes an image (bytes already checked against `digest` by the caller,
@@ -224,108 +222,142 @@ impl Store {
                 actual,
             });
         }
-        let final_path = self.image_path(digest);
-        self.insert(digest, &final_path, |w| {
+        let staged = self.stage(digest, self.image_path(digest), |w| {
             w.write_all(bytes)
-                .map_err(|e| StoreError::io(&final_path, "cannot write image", e))
-        })
+                .map_err(|e| StoreError::io(&self.image_path(digest), "cannot write image", e))
+        })?;
+        self.commit(vec![staged])?;
+        Ok(bytes.len() as u64)
     }
 
-    fn insert(
+    /// Starts writing a batch of objects: each is written to `tmp/`, and
+    /// [`ObjectBatch::commit`] makes them durable and visible together, with
+    /// two filesystem syncs instead of two per object.
+    pub fn batch(&self) -> ObjectBatch<'_> {
+        ObjectBatch {
+            store: self,
+            staged: Vec::new(),
+            staged_bytes: 0,
+        }
+    }
+
+    /// Writes content to a temporary file in `tmp/` (not yet synced).
+    fn stage(
         &self,
         digest: &Digest,
-        final_path: &Path,
+        final_path: PathBuf,
         fill: impl FnOnce(&mut dyn Write) -> Result<(), StoreError>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Staged, StoreError> {
         let tmp_dir = self.tmp_dir();
         let tmp = tempfile::Builder::new()
             .prefix(&format!("{}.", digest.to_hex()))
             .tempfile_in(&tmp_dir)
             .map_err(|e| StoreError::io(&tmp_dir, "cannot create temporary file", e))?;
         let tmp_path = tmp.path().to_owned();
-        let size = {
-            let mut w = NoSpaceWatch {
-                inner: BufWriter::with_capacity(256 * 1024, tmp.as_file()),
-                no_space: false,
-            };
-            let filled = fill(&mut w).and_then(|()| {
-                w.flush()
-                    .map_err(|e| StoreError::io(&tmp_path, "cannot write", e))
-            });
-            if let Err(e) = filled {
-                // The source's error may hide the cause: report a full
-                // filesystem as such, whatever layer saw it first.
-                return Err(if w.no_space {
-                    StoreError::NoSpace {
-                        path: self.root.clone(),
-                        what: format!("object {digest}"),
-                    }
-                } else {
-                    e
-                });
-            }
-            drop(w);
-            tmp.as_file()
-                .sync_all()
-                .map_err(|e| StoreError::io(&tmp_path, "cannot fsync", e))?;
-            tmp.as_file()
-                .metadata()
-                .map_err(|e| StoreError::io(&tmp_path, "cannot stat", e))?
-                .len()
+        let mut w = NoSpaceWatch {
+            inner: BufWriter::with_capacity(256 * 1024, tmp.as_file()),
+            no_space: false,
         };
-        // Close every writable descriptor before enabling verity.
-        let tmp_path = tmp
+        let filled = fill(&mut w).and_then(|()| {
+            w.flush()
+                .map_err(|e| StoreError::io(&tmp_path, "cannot write", e))
+        });
+        if let Err(e) = filled {
+            // The source's error may hide the cause: report a full
+            // filesystem as such, whatever layer saw it first.
+            return Err(if w.no_space {
+                StoreError::NoSpace {
+                    path: self.root.clone(),
+                    what: format!("object {digest}"),
+                }
+            } else {
+                e
+            });
+        }
+        drop(w);
+        let size = tmp
+            .as_file()
+            .metadata()
+            .map_err(|e| StoreError::io(&tmp_path, "cannot stat", e))?
+            .len();
+        // Close the writable descriptor: fs-verity needs none left open.
+        let tmp = tmp
             .into_temp_path()
             .keep()
             .map_err(|e| StoreError::io(&tmp_path, "cannot keep temporary file", e.error))?;
-        let result = self.seal_and_rename(digest, &tmp_path, final_path);
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp_path);
-        }
-        result.map(|()| size)
+        Ok(Staged {
+            digest: *digest,
+            tmp,
+            final_path,
+            size,
+        })
     }
 
-    fn seal_and_rename(
-        &self,
-        digest: &Digest,
-        tmp: &Path,
-        final_path: &Path,
-    ) -> Result<(), StoreError> {
-        if self.verity {
-            let ro = File::open(tmp).map_err(|e| StoreError::io(tmp, "cannot reopen", e))?;
-            match image::enable_verity(&ro)
-                .map_err(|e| StoreError::io(tmp, "cannot enable fs-verity", e))?
-            {
-                VerityEnable::Enabled => {}
-                VerityEnable::Unsupported => {
-                    return Err(StoreError::VerityUnsupported {
-                        path: self.root.clone(),
-                    });
-                }
+    /// Makes staged files durable, seals them with fs-verity (checking the
+    /// kernel's measurement against their names), renames them into place
+    /// and makes the renames durable. On error, staged files that were not
+    /// renamed are removed.
+    fn commit(&self, staged: Vec<Staged>) -> Result<(), StoreError> {
+        let result = self.commit_inner(&staged);
+        if result.is_err() {
+            for s in &staged {
+                let _ = fs::remove_file(&s.tmp);
             }
-            let measured = image::measure_verity(&ro)
-                .map_err(|e| StoreError::io(tmp, "cannot measure fs-verity", e))?;
-            if let Some(actual) = measured
-                && &actual != digest
-            {
-                return Err(StoreError::DigestMismatch {
-                    digest: *digest,
-                    actual,
+        }
+        result
+    }
+
+    fn commit_inner(&self, staged: &[Staged]) -> Result<(), StoreError> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        self.syncfs()?;
+        for s in staged {
+            self.seal(&s.digest, &s.tmp)?;
+            let dir = s.final_path.parent().expect("store paths have a parent");
+            if !dir.exists() {
+                fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::io(dir, "cannot create directory", e))?;
+            }
+            fs::rename(&s.tmp, &s.final_path)
+                .map_err(|e| StoreError::io(&s.final_path, "cannot rename into place", e))?;
+        }
+        self.syncfs()
+    }
+
+    /// Flushes the store's filesystem (data, inodes and directories).
+    fn syncfs(&self) -> Result<(), StoreError> {
+        let dir =
+            File::open(&self.root).map_err(|e| StoreError::io(&self.root, "cannot open", e))?;
+        rustix::fs::syncfs(&dir).map_err(|e| StoreError::io(&self.root, "cannot sync", e.into()))
+    }
+
+    fn seal(&self, digest: &Digest, tmp: &Path) -> Result<(), StoreError> {
+        if !self.verity {
+            return Ok(());
+        }
+        let ro = File::open(tmp).map_err(|e| StoreError::io(tmp, "cannot reopen", e))?;
+        match image::enable_verity(&ro)
+            .map_err(|e| StoreError::io(tmp, "cannot enable fs-verity", e))?
+        {
+            VerityEnable::Enabled => {}
+            VerityEnable::Unsupported => {
+                return Err(StoreError::VerityUnsupported {
+                    path: self.root.clone(),
                 });
             }
         }
-        let dir = final_path.parent().expect("store paths have a parent");
-        if !dir.exists() {
-            fs::create_dir_all(dir)
-                .map_err(|e| StoreError::io(dir, "cannot create directory", e))?;
-            if let Some(parent) = dir.parent() {
-                crate::util::fsync_dir(parent)
-                    .map_err(|e| StoreError::io(parent, "cannot fsync", e))?;
-            }
+        let measured = image::measure_verity(&ro)
+            .map_err(|e| StoreError::io(tmp, "cannot measure fs-verity", e))?;
+        if let Some(actual) = measured
+            && &actual != digest
+        {
+            return Err(StoreError::DigestMismatch {
+                digest: *digest,
+                actual,
+            });
         }
-        fs::rename(tmp, final_path)
-            .map_err(|e| StoreError::io(final_path, "cannot rename into place", e))?;
-        crate::util::fsync_dir(dir).map_err(|e| StoreError::io(dir, "cannot fsync", e))
+        Ok(())
     }
 
     /// Every object currently in the store.
@@ -411,6 +443,57 @@ impl Store {
         let st = rustix::fs::statvfs(existing)
             .map_err(|e| StoreError::io(existing, "cannot statvfs", e.into()))?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+}
+
+/// A file written to `tmp/`, waiting to be committed under its name.
+struct Staged {
+    digest: Digest,
+    tmp: PathBuf,
+    final_path: PathBuf,
+    size: u64,
+}
+
+/// Objects being written together; see [`Store::batch`]. Committing happens
+/// automatically every [`ObjectBatch::COMMIT_BYTES`], and must be finished
+/// with [`ObjectBatch::commit`]. Dropping a batch without committing leaves
+/// its files in `tmp/`, which the next install or gc empties.
+pub struct ObjectBatch<'s> {
+    store: &'s Store,
+    staged: Vec<Staged>,
+    staged_bytes: u64,
+}
+
+impl ObjectBatch<'_> {
+    /// Data written between two commits at most (bounds the work a power
+    /// cut can throw away, and the number of open temporary files).
+    pub const COMMIT_BYTES: u64 = 256 * 1024 * 1024;
+
+    /// Writes one object. `fill` must fail if the content does not match
+    /// `digest` (the bundle reader checks as it streams); the object only
+    /// appears under its name, at a commit, when `fill` succeeded and, with
+    /// fs-verity, the kernel's measurement equals `digest`.
+    pub fn add(
+        &mut self,
+        digest: &Digest,
+        fill: impl FnOnce(&mut dyn Write) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let staged = self
+            .store
+            .stage(digest, self.store.object_path(digest), fill)?;
+        let size = staged.size;
+        self.staged_bytes += size;
+        self.staged.push(staged);
+        if self.staged_bytes >= Self::COMMIT_BYTES || self.staged.len() >= 4096 {
+            self.commit()?;
+        }
+        Ok(size)
+    }
+
+    /// Makes every object added so far durable and visible.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        self.staged_bytes = 0;
+        self.store.commit(std::mem::take(&mut self.staged))
     }
 }
 
