@@ -22,6 +22,8 @@ pub struct SystemStatus {
     pub system_version: Option<String>,
     /// An install that was interrupted (power cut, kill) and cleaned up at the next start.
     pub interrupted_install: Option<String>,
+    /// The slot activated last failed to boot and the bootloader fell back.
+    pub rollback: Option<String>,
     pub slots: Vec<SlotStatus>,
 }
 
@@ -102,6 +104,7 @@ pub fn collect(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
         .and_then(|b| slots.iter().find(|s| &s.name == b))
         .and_then(|s| s.record.as_ref())
         .map(|r| r.bundle_version.clone());
+    let rollback = detect_rollback(&slots);
     Ok(SystemStatus {
         compatible: config.system.compatible.clone(),
         variant: config.system.variant.clone(),
@@ -111,6 +114,40 @@ pub fn collect(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
         primary,
         system_version,
         interrupted_install,
+        rollback,
         slots,
     })
+}
+
+/// A rollback shows as: another slot was activated after the booted one
+/// (its record's activation is newer), and the bootloader now calls it bad —
+/// it was tried and never marked good.
+pub fn detect_rollback(slots: &[SlotStatus]) -> Option<String> {
+    let booted = slots.iter().find(|s| s.state == "booted")?;
+    let booted_at = booted
+        .record
+        .as_ref()
+        .and_then(|r| r.activated_timestamp.clone())
+        .unwrap_or_default();
+    slots
+        .iter()
+        .filter(|s| s.boot_status == Some(BootState::Bad))
+        .filter_map(|s| {
+            let r = s.record.as_ref()?;
+            let at = r.activated_timestamp.as_ref()?;
+            (at.as_str() > booted_at.as_str()).then(|| {
+                format!(
+                    "rollback: {} (version {}, activated {at}) never got marked good and the \
+                     bootloader fell back to {} (version {})",
+                    s.name,
+                    r.bundle_version,
+                    booted.name,
+                    booted
+                        .record
+                        .as_ref()
+                        .map_or("unknown", |r| r.bundle_version.as_str())
+                )
+            })
+        })
+        .next()
 }

@@ -224,3 +224,38 @@ fn cli_install_status_mark_gc_fsck() {
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("removed 0 objects")
     );
 }
+
+#[test]
+fn a_slot_that_never_gets_marked_good_is_rolled_back_and_reported() {
+    let d = Device::new();
+    let v1 = d.bundle(1, None);
+    d.install(&v1).unwrap();
+    assert_eq!(d.boot().unwrap().as_str(), "A");
+    d.mark_good();
+    d.install(&d.bundle(2, Some(&v1))).unwrap();
+    // Version 2 never reaches mark-good: every attempt of B fails.
+    for _ in 0..d.config.system.boot_attempts {
+        assert_eq!(d.boot().unwrap().as_str(), "B");
+    }
+    assert_eq!(
+        d.boot().unwrap().as_str(),
+        "A",
+        "the bootloader did not fall back"
+    );
+    let status = didymos::status::collect(&d.config).unwrap();
+    let b = status
+        .slots
+        .iter()
+        .find(|s| s.name.to_string() == "rootfs.1")
+        .unwrap();
+    assert_eq!(b.boot_status, Some(didymos::boot::BootState::Bad));
+    let msg = status.rollback.expect("status reports the rollback");
+    assert!(
+        msg.contains("rootfs.1") && msg.contains("version 2.0") && msg.contains("rootfs.0"),
+        "{msg}"
+    );
+    // Once the running slot is confirmed and the failed one replaced, the note goes.
+    d.mark_good();
+    d.install(&d.bundle(3, None)).unwrap();
+    assert_eq!(didymos::status::collect(&d.config).unwrap().rollback, None);
+}

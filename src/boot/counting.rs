@@ -69,8 +69,11 @@ impl Counters {
         })
     }
 
+    /// Good only while the bootloader would still boot it: a slot whose
+    /// attempts ran out without a mark-good failed, whatever its flag says.
     pub fn state(&self, slot: &Bootname) -> BootState {
-        if self.counter(slot).good {
+        let c = self.counter(slot);
+        if c.good && c.left > 0 {
             BootState::Good
         } else {
             BootState::Bad

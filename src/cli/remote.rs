@@ -256,6 +256,7 @@ impl Remote {
                 primary,
                 system_version: non_empty(prop(p.system_version().await)?),
                 interrupted_install,
+                rollback: didymos::status::detect_rollback(&slots),
                 slots,
             })
         })

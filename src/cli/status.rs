@@ -138,6 +138,9 @@ fn readable(s: &SystemStatus, detailed: bool) -> String {
     if let Some(i) = &s.interrupted_install {
         let _ = writeln!(o, "Warning:   {i}");
     }
+    if let Some(r) = &s.rollback {
+        let _ = writeln!(o, "Warning:   {r}");
+    }
     let _ = writeln!(o);
     let _ = writeln!(o, "=== Slot States ===");
     for slot in &s.slots {
@@ -223,6 +226,7 @@ fn shell(s: &SystemStatus) -> String {
         "DIDYMOS_SYSTEM_VERSION",
         s.system_version.as_deref().unwrap_or(""),
     );
+    kv("DIDYMOS_ROLLBACK", s.rollback.as_deref().unwrap_or(""));
     kv(
         "DIDYMOS_BOOT_PRIMARY",
         &s.primary
@@ -309,6 +313,7 @@ mod tests {
             primary: Some(SlotName::parse("rootfs.1").unwrap()),
             system_version: Some("2.0".into()),
             interrupted_install: None,
+            rollback: None,
             slots: vec![
                 slot(
                     "rootfs.0",

@@ -81,6 +81,12 @@ impl Core {
         match engine::status(&config) {
             Ok(status) => {
                 facts.system_version = status.system_version.unwrap_or_default();
+                if let Some(rollback) = status.rollback {
+                    log::warn!("{rollback}");
+                    let err = Error::Rollback(rollback);
+                    last_error = err.message();
+                    last_error_name = err.dbus_name();
+                }
                 if let Some(interrupted) = status.interrupted_install {
                     log::warn!("a previous install was interrupted: {interrupted}");
                     let err = Error::Interrupted(interrupted);

@@ -55,6 +55,9 @@ pub enum Error {
     Handler(String),
     /// A previous install was interrupted (shown in `LastErrorName` after a restart).
     Interrupted(String),
+    /// The last activated slot never got marked good and the bootloader fell
+    /// back (shown in `LastErrorName` after the fallback boot).
+    Rollback(String),
     /// Anything else (I/O errors, store errors); the message says what.
     Failed(String),
 }
@@ -86,6 +89,7 @@ impl Error {
             | Self::Bootloader(m)
             | Self::Handler(m)
             | Self::Interrupted(m)
+            | Self::Rollback(m)
             | Self::Failed(m) => m.clone(),
         }
     }
