@@ -70,6 +70,8 @@ expect_in() {
     printf '%s\n' "$1" | sed 's/^/    | /' >&2
   fi
 }
+# The last line of a guest answer, without the progress bar drawn before it.
+last_line() { printf '%s\n' "$1" | tail -n1 | sed 's/.*\x1b\[2K//'; }
 # GRUB's line for each boot, counted on the serial console.
 grub_boots() { tr -d '\r' <"$GUEST_CONSOLE" | grep -c "didymos: booting slot $1" || true; }
 
@@ -130,7 +132,7 @@ scenario_1() {
 scenario_2() {
   local cmdline out
   out=$(guest_must 900 "$ACTIVATE && didymos install /data/bundles/v2.raucb") || return 1
-  log "ok: didymos install v2.raucb: $(echo "$out" | tail -n1)"
+  log "ok: didymos install v2.raucb: $(last_line "$out")"
   # Went through the daemon: its Progress property ended at 100 %.
   out=$(guest_must 60 "$PROGRESS") || return 1
   expect_in "$out" '^\(isi\) 100 ' "the install ran in the daemon (its Progress ended at 100 %)"
@@ -151,7 +153,7 @@ scenario_2() {
 scenario_3() {
   local cmdline out a_before
   out=$(guest_must 900 "$ACTIVATE && didymos install /data/bundles/v3.raucb") || return 1
-  log "ok: didymos install v3.raucb: $(echo "$out" | tail -n1)"
+  log "ok: didymos install v3.raucb: $(last_line "$out")"
   out=$(guest_must 60 "$STATUS") || return 1
   expect_in "$out" "^DIDYMOS_BOOT_PRIMARY='rootfs\.0'$" "after the install A is the slot booted next"
   a_before=$(grub_boots A)
@@ -198,7 +200,7 @@ scenario_4() {
       sleep 0.1
     done; exit 1") || return 1
   guest_kill
-  log "power cut ($(echo "$out" | tail -n1))"
+  log "power cut ($(last_line "$out"))"
   guest_start "$DISK"
   guest_wait_ready || return 1
   cmdline=$GUEST_CMDLINE
@@ -209,9 +211,9 @@ scenario_4() {
   out=$(guest_must 60 "$STATUS") || return 1
   expect_in "$out" "^DIDYMOS_BOOT_PRIMARY='rootfs\.1'$" "the interrupted install did not activate A"
   out=$(guest_must 900 'didymos fsck') || return 1
-  log "ok: didymos fsck is clean: $(echo "$out" | tail -n1)"
+  log "ok: didymos fsck is clean: $(last_line "$out")"
   out=$(guest_must 900 "$ACTIVATE && didymos install /data/bundles/v4.raucb") || return 1
-  log "ok: the same install succeeds: $(echo "$out" | tail -n1)"
+  log "ok: the same install succeeds: $(last_line "$out")"
   out=$(guest_must 60 "$STATUS") || return 1
   expect_in "$out" "^DIDYMOS_SLOT_BUNDLE_VERSION_1='4'$" "A holds version 4"
   expect_in "$out" "^DIDYMOS_BOOT_PRIMARY='rootfs\.0'$" "A is the slot booted next"
