@@ -488,6 +488,8 @@ fn handler_env(
     env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
+/// RFC 3339 in UTC with microseconds: activations in the same second still
+/// order correctly (the rollback check compares them).
 pub(crate) fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
 }
