@@ -39,7 +39,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         require_manifest_hash: args.require_manifest_hash,
     };
     if !args.direct
-        && let Some(service) = super::remote::connect_if_running()?
+        && let Some(service) = super::remote::connect_if_running(global)?
     {
         return service.install(&args.bundle, &options);
     }

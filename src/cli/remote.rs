@@ -41,9 +41,24 @@ impl Drop for Remote {
     }
 }
 
-/// The service, if it is running. Without a reachable bus or without the
-/// service, `None`: the caller works in-process.
-pub fn connect_if_running() -> anyhow::Result<Option<Remote>> {
+/// The service, if it is running and serves the configuration this command
+/// was given. Without a reachable bus or without the service, `None`: the
+/// caller works in-process.
+///
+/// The system service always uses the default configuration, so a command
+/// given another `--conf` (a demo device, a test device) works in-process
+/// instead of acting on the wrong device. On a session bus (tests,
+/// `DBUS_STARTER_BUS_TYPE=session`) the service was started for the caller's
+/// device and is used whatever `--conf` says.
+pub fn connect_if_running(global: &super::Global) -> anyhow::Result<Option<Remote>> {
+    let session = std::env::var("DBUS_STARTER_BUS_TYPE").is_ok_and(|t| t == "session");
+    if !session && global.conf != std::path::Path::new(didymos::config::DEFAULT_PATH) {
+        log::info!(
+            "{} is not the system service's configuration: working in-process",
+            global.conf.display()
+        );
+        return Ok(None);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -57,7 +57,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             StatusCommand::MarkActive(a) => (MarkState::Active, a.slot),
         };
         if !args.direct
-            && let Some(service) = super::remote::connect_if_running()?
+            && let Some(service) = super::remote::connect_if_running(global)?
         {
             return service.mark(state, &ident);
         }
@@ -74,7 +74,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if !args.direct
-        && let Some(service) = super::remote::connect_if_running()?
+        && let Some(service) = super::remote::connect_if_running(global)?
     {
         return Ok(match service.status(&config) {
             Ok(status) => {
