@@ -180,7 +180,10 @@ scenario_3() {
   expect_in "$out" "^DIDYMOS_SLOT_BOOT_STATUS_1='bad'$" "didymos status: A is bad"
   expect_in "$out" "^DIDYMOS_SLOT_BUNDLE_VERSION_1='3'$" "didymos status: A still holds the failed version 3"
   expect_in "$out" "^DIDYMOS_BOOT_PRIMARY='rootfs\.1'$" "didymos status: B is the slot booted next (rolled back)"
-  out=$(guest_must 60 "$DBUS_SLOTS; busctl get-property org.didymos.Installer1 / org.didymos.Installer1 BootSlot") || return 1
+  expect_in "$out" "^DIDYMOS_ROLLBACK='.+'$" "didymos status reports the rollback"
+  out=$(guest_must 60 "$DBUS_SLOTS; busctl get-property org.didymos.Installer1 / org.didymos.Installer1 BootSlot
+    busctl get-property org.didymos.Installer1 / org.didymos.Installer1 LastError") || return 1
+  expect_in "$out" '^s ".*(rootfs\.0|fell back|fallback|roll).*"$' "D-Bus LastError reports the rollback"
   expect_in "$out" '^"rootfs\.0" .*"boot-status" s "bad"' "D-Bus GetSlotStatus: rootfs.0 bad"
   expect_in "$out" '^s "B"$' "D-Bus BootSlot: B"
 }
