@@ -39,6 +39,15 @@ fn skip_space_check() -> bool {
     false
 }
 
+/// Test-only: `DIDYMOS_FAILPOINT=slow-objects` pauses 2 ms after each object,
+/// so tests can reliably cancel or kill an install in the middle of writing.
+fn slow_objects() {
+    #[cfg(feature = "failpoints")]
+    if std::env::var("DIDYMOS_FAILPOINT").is_ok_and(|v| v == "slow-objects") {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// The names of the failpoints, in the order the install passes them.
 pub const FAILPOINTS: &[&str] = &[
     "verified",
@@ -342,6 +351,7 @@ fn write_slot(
                 .map_err(|e| StoreError::Source(e.to_string()))
         })?;
         done_bytes += entry.size;
+        slow_objects();
         let pct = 15 + ((done_bytes as f64 / write_bytes.max(1) as f64) * 70.0) as i32;
         r.step(
             pct.min(85),

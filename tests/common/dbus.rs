@@ -261,6 +261,9 @@ impl Service {
             .arg(&device.conf)
             .arg("service")
             .envs(bus.env())
+            // Installs of large test bundles take long enough to be cancelled,
+            // killed or raced, however fast the machine's storage.
+            .env("DIDYMOS_FAILPOINT", "slow-objects")
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
