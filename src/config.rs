@@ -559,10 +559,11 @@ impl SystemConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    /// Two composefs slots, A and B, with the noop bootloader (shared by unit tests).
+    pub(crate) const MINIMAL: &str = r#"
 [system]
 compatible = "acme-gateway"
 bootloader = "noop"

@@ -114,7 +114,7 @@ fn read_from_slot(
     let bytes = match content {
         FileContent::Inline(b) => b.clone(),
         FileContent::Object { digest, .. } => std::fs::read(store.object_path(digest))?,
-        FileContent::Sparse(n) => vec![0; *n as usize],
+        FileContent::Sparse(n) => bail!("{path} in {slot} is a sparse file of {n} bytes, not text"),
     };
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }

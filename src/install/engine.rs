@@ -195,7 +195,6 @@ pub fn install(
         .filter(|e| needed.contains(&e.digest))
         .cloned()
         .collect();
-    let write_bytes: u64 = to_write.iter().map(|e| e.size).sum();
     let needed_space = estimated_space(&to_write, image.len() as u64);
     let available = store.available_space()?;
     if needed_space > available && !skip_space_check() {
@@ -262,8 +261,8 @@ pub fn install(
         &bundle,
         target,
         &image,
+        &referenced,
         &to_write,
-        write_bytes,
         previous,
         &started,
     )
@@ -332,18 +331,18 @@ fn write_slot(
     bundle: &VerifiedBundle,
     target: &SlotConfig,
     image: &[u8],
+    referenced: &BTreeSet<Digest>,
     to_write: &[crate::bundle::IndexEntry],
-    write_bytes: u64,
     previous: Option<SlotRecord>,
     started: &str,
 ) -> Result<(u64, u64), InstallError> {
     let manifest = bundle.manifest();
+    let write_bytes: u64 = to_write.iter().map(|e| e.size).sum();
     let mut done_bytes = 0u64;
     let mut written = 0u64;
-    let mut half_failpoint = to_write.len() / 2;
     r.step(15, format!("Writing {} objects", to_write.len()), 2);
     let mut batch = store.batch();
-    for entry in to_write {
+    for (i, entry) in to_write.iter().enumerate() {
         r.check_cancel()?;
         written += batch.add(&entry.digest, |w| {
             bundle
@@ -358,10 +357,9 @@ fn write_slot(
             format!("Writing objects ({done_bytes} of {write_bytes} bytes)"),
             3,
         );
-        if half_failpoint == 0 {
+        if i == to_write.len() / 2 {
             failpoint("objects-half-written");
         }
-        half_failpoint = half_failpoint.wrapping_sub(1);
     }
     batch.commit()?;
     failpoint("objects-written");
@@ -371,8 +369,6 @@ fn write_slot(
     failpoint("image-written");
 
     r.step(88, "Checking every object the image references", 2);
-    let referenced =
-        crate::image::referenced_objects(image).map_err(|e| StoreError::Source(e.to_string()))?;
     if let Some(missing) = referenced.iter().find(|d| !store.has_object(d)) {
         return Err(InstallError::Store(StoreError::Source(format!(
             "object {missing} is referenced by the new image but missing from the store; \

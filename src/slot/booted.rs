@@ -77,19 +77,7 @@ mod tests {
 
     fn config() -> SystemConfig {
         SystemConfig::parse(
-            r#"
-[system]
-compatible = "c"
-bootloader = "noop"
-[store]
-path = "/s"
-[slot.rootfs.0]
-type = "composefs"
-bootname = "A"
-[slot.rootfs.1]
-type = "composefs"
-bootname = "B"
-"#,
+            crate::config::tests::MINIMAL,
             Path::new("/etc/didymos/system.conf"),
         )
         .unwrap()
