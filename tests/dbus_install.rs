@@ -1,7 +1,7 @@
 //! Installs through the service on a private bus: the property and signal
 //! sequence of a full install, a failing install, cancel during the object
 //! copy, Busy, a client that disconnects, the file-descriptor variant through
-//! every client, and a RAUC client using only RAUC's names.
+//! every generic client, and a RAUC client using only RAUC's names.
 
 #[path = "common/dbus.rs"]
 mod common_dbus;
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common_dbus::*;
 use didymos::service::Error;
-use didymos::service::client::InstallerProxy;
+use didymos::service::client::{CompletedStream, InstallerProxy};
 use futures_lite::StreamExt;
 use zbus::zvariant::{OwnedFd, Value};
 
@@ -318,12 +318,12 @@ fn generic_clients_install_inspect_and_read_status() {
     let out = ok(bus.busctl(&["call", NAME, "/", IFACE, "GetPrimary"]));
     assert_eq!(out.trim(), "s \"rootfs.1\"");
 
-    // File descriptors: busctl (systemd 252) refuses the 'h' type and gdbus
-    // (GLib 2.74) cannot pass descriptors from its command line, so the
-    // descriptor variants go through python3-dbus, another generic client.
-    let out = ok(python_fd(&bus, "InspectBundleFd", &v3));
-    assert_eq!(out.trim(), "3.0");
-    ok(python_fd(&bus, "InstallBundleFd", &v3));
+    // The descriptor variants through gdbus, which sends an `h` argument as
+    // one of its own descriptors.
+    let out =
+        ok(bus.gdbus_call_with_fd(NAME, &format!("{IFACE}.InspectBundleFd"), &v3, &["3", "{}"]));
+    assert!(out.contains("'version': <'3.0'>"), "{out}");
+    ok(bus.gdbus_call_with_fd(NAME, &format!("{IFACE}.InstallBundleFd"), &v3, &["3", "{}"]));
     wait_idle(&bus);
     let out = ok(bus.busctl(&["call", NAME, "/", IFACE, "GetSlotStatus", "--json=short"]));
     assert!(out.contains("\"3.0\""), "{out}");
@@ -351,6 +351,64 @@ fn generic_clients_install_inspect_and_read_status() {
     assert!(
         out.contains("'bundle.version': <'2.0'>") && out.contains("'installed.count': <uint32 3>"),
         "{out}"
+    );
+}
+
+/// The result of the next `Completed` signal.
+async fn next_completed(completed: &mut CompletedStream) -> i32 {
+    let signal = tokio::time::timeout(Duration::from_secs(120), completed.next())
+        .await
+        .expect("no Completed")
+        .unwrap();
+    signal.args().unwrap().result
+}
+
+/// `gdbus call` passes a bundle as a file descriptor: an install that
+/// completes, and typed errors.
+#[tokio::test]
+async fn gdbus_installs_from_a_file_descriptor() {
+    let bus = Bus::session();
+    let device = Device::new("");
+    let pki = dbus_bundles::keys(&device);
+    let v2 = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 5);
+    let foreign = dbus_bundles::bundle(&device, &pki, "another-device", "2.0", 5);
+    let _service = Service::start(&bus, &device);
+    let conn = bus.connect().await;
+    let proxy = InstallerProxy::new(&conn).await.unwrap();
+    let mut completed = proxy.receive_completed().await.unwrap();
+    let method = format!("{IFACE}.InstallBundleFd");
+
+    let out = ok(bus.gdbus_call_with_fd(NAME, &method, &v2, &["3", "{}"]));
+    assert_eq!(out.trim(), "()");
+    assert_eq!(
+        next_completed(&mut completed).await,
+        0,
+        "{}",
+        proxy.last_error().await.unwrap()
+    );
+    assert_eq!(proxy.operation().await.unwrap(), "idle");
+    let out = ok(bus.gdbus_call(NAME, &format!("{IFACE}.GetSlotStatus"), &[]));
+    assert!(out.contains("'bundle.version': <'2.0'>"), "{out}");
+    assert_eq!(proxy.get_primary().await.unwrap(), "rootfs.1");
+
+    // A descriptor that is not a regular file: the call fails, typed.
+    let err = fails(bus.gdbus_call_with_fd(
+        NAME,
+        &method,
+        std::path::Path::new("/dev/null"),
+        &["3", "{}"],
+    ));
+    assert!(
+        err.contains("org.didymos.Installer1.Error.InvalidArgument")
+            && err.contains("regular file"),
+        "{err}"
+    );
+    // A bundle for another device: the install fails, typed.
+    ok(bus.gdbus_call_with_fd(NAME, &method, &foreign, &["3", "{}"]));
+    assert_eq!(next_completed(&mut completed).await, 1);
+    assert_eq!(
+        proxy.last_error_name().await.unwrap(),
+        "org.didymos.Installer1.Error.NotCompatible"
     );
 }
 
@@ -390,28 +448,6 @@ async fn inspect_and_info_through_a_proxy() {
         Err(Error::BundleInvalid(m)) => assert!(!m.is_empty()),
         other => panic!("expected BundleInvalid, got {other:?}"),
     }
-}
-
-/// Calls `method(h fd, a{sv} {})` with python3-dbus, passing `bundle` opened
-/// read-only; prints `update.version` of an inspection.
-fn python_fd(bus: &Bus, method: &str, bundle: &std::path::Path) -> std::process::Output {
-    const SCRIPT: &str = r#"
-import os, sys, dbus, dbus.bus
-bus = dbus.bus.BusConnection(os.environ["DBUS_SESSION_BUS_ADDRESS"])
-iface = dbus.Interface(bus.get_object("org.didymos.Installer1", "/"), "org.didymos.Installer1")
-with open(sys.argv[2], "rb") as f:
-    reply = getattr(iface, sys.argv[1])(dbus.types.UnixFd(f), dbus.Dictionary({}, signature="sv"))
-if reply is not None:
-    print(reply["update"]["version"])
-"#;
-    std::process::Command::new("/usr/bin/python3")
-        // Debian's interpreter (python3-dbus); -I keeps the working directory's
-        // dbus/ (the shipped files) off the module path.
-        .args(["-I", "-c", SCRIPT, method])
-        .arg(bundle)
-        .envs(bus.env())
-        .output()
-        .expect("cannot run /usr/bin/python3 (Debian's, with python3-dbus: tests/deps.sh)")
 }
 
 #[test]

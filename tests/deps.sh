@@ -7,7 +7,7 @@ packages=(
   # build
   pkg-config libssl-dev openssl tar
   # tier 1: real peers
-  dbus-daemon dbus-bin libglib2.0-bin python3-dbus grub-common libubootenv-tool fsverity nginx
+  dbus-daemon dbus-bin libglib2.0-bin grub-common libubootenv-tool fsverity nginx
   # tier 2: mounts and filesystems
   erofs-utils e2fsprogs attr libcap2-bin util-linux
   # tier 3 and e2e: the virtual device

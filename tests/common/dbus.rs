@@ -169,6 +169,27 @@ impl Bus {
         self.gdbus("call", &all)
     }
 
+    /// `gdbus call` on the service's object with `file` open for reading as
+    /// the client's descriptor 3. gdbus (GLib 2.74 and later) sends an
+    /// argument of type `h` (known from introspection) as a file descriptor:
+    /// `3` names the client's own descriptor 3.
+    pub fn gdbus_call_with_fd(
+        &self,
+        name: &str,
+        method: &str,
+        file: &Path,
+        args: &[&str],
+    ) -> Output {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "file=$1; shift; exec \"$@\" 3<\"$file\"", "sh"])
+            .arg(file)
+            .args(["gdbus", "call", self.bus_flag().1])
+            .args(["--dest", name, "--object-path", "/", "--method", method])
+            .args(args)
+            .envs(self.env());
+        cmd.output().expect("cannot run gdbus")
+    }
+
     /// A zbus connection to this bus.
     pub async fn connect(&self) -> zbus::Connection {
         zbus::connection::Builder::address(self.address.as_str())
