@@ -412,6 +412,40 @@ async fn gdbus_installs_from_a_file_descriptor() {
     );
 }
 
+/// systemd 257's busctl passes a bundle as a file descriptor (`h 3` with the
+/// bundle open as its descriptor 3).
+#[test]
+fn busctl_installs_from_a_file_descriptor() {
+    let busctl = fd_busctl();
+    let bus = Bus::session();
+    let device = Device::new("");
+    let pki = dbus_bundles::keys(&device);
+    let v2 = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 5);
+    let _service = Service::start(&bus, &device);
+    let call = |method: &str, file: &std::path::Path| {
+        bus.busctl_with_fd(
+            &busctl,
+            file,
+            &["call", NAME, "/", IFACE, method, "ha{sv}", "3", "0"],
+        )
+    };
+
+    let out = ok(call("InspectBundleFd", &v2));
+    assert!(out.contains("\"version\" s \"2.0\""), "{out}");
+    assert_eq!(ok(call("InstallBundleFd", &v2)), "");
+    wait_idle(&bus);
+    let out = ok(bus.busctl(&["get-property", NAME, "/", IFACE, "LastError"]));
+    assert_eq!(out.trim(), "s \"\"");
+    let out = ok(bus.busctl(&["call", NAME, "/", IFACE, "GetSlotStatus", "--json=short"]));
+    assert!(out.contains("\"2.0\""), "{out}");
+    let out = ok(bus.busctl(&["call", NAME, "/", IFACE, "GetPrimary"]));
+    assert_eq!(out.trim(), "s \"rootfs.1\"");
+
+    // busctl prints the message of an error, not its name.
+    let err = fails(call("InstallBundleFd", std::path::Path::new("/dev/null")));
+    assert!(err.contains("not a regular file"), "{err}");
+}
+
 #[tokio::test]
 async fn inspect_and_info_through_a_proxy() {
     let bus = Bus::session();

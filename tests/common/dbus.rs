@@ -169,10 +169,22 @@ impl Bus {
         self.gdbus("call", &all)
     }
 
-    /// `gdbus call` on the service's object with `file` open for reading as
-    /// the client's descriptor 3. gdbus (GLib 2.74 and later) sends an
-    /// argument of type `h` (known from introspection) as a file descriptor:
-    /// `3` names the client's own descriptor 3.
+    /// Runs `program args` against this bus with `file` open for reading as
+    /// the client's descriptor 3, so that an `h` argument `3` passes it.
+    fn run_with_fd3(&self, file: &Path, program: &Path, args: &[&str]) -> Output {
+        Command::new("sh")
+            .args(["-c", "file=$1; shift; exec \"$@\" 3<\"$file\"", "sh"])
+            .arg(file)
+            .arg(program)
+            .args(args)
+            .envs(self.env())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+    }
+
+    /// `gdbus call` on the service's object with `file` as descriptor 3.
+    /// gdbus (GLib 2.74) sends an argument of type `h`, known from
+    /// introspection, as the file descriptor of that number in its process.
     pub fn gdbus_call_with_fd(
         &self,
         name: &str,
@@ -180,14 +192,27 @@ impl Bus {
         file: &Path,
         args: &[&str],
     ) -> Output {
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "file=$1; shift; exec \"$@\" 3<\"$file\"", "sh"])
-            .arg(file)
-            .args(["gdbus", "call", self.bus_flag().1])
-            .args(["--dest", name, "--object-path", "/", "--method", method])
-            .args(args)
-            .envs(self.env());
-        cmd.output().expect("cannot run gdbus")
+        let mut all = vec![
+            "call",
+            self.bus_flag().1,
+            "--dest",
+            name,
+            "--object-path",
+            "/",
+            "--method",
+            method,
+        ];
+        all.extend_from_slice(args);
+        self.run_with_fd3(file, Path::new("gdbus"), &all)
+    }
+
+    /// `busctl --user <args>` with `file` as descriptor 3, run by `busctl`
+    /// (systemd 257 or later, which sends an argument `h 3` as its own
+    /// descriptor 3: [`fd_busctl`]).
+    pub fn busctl_with_fd(&self, busctl: &Path, file: &Path, args: &[&str]) -> Output {
+        let mut all = vec![self.bus_flag().0];
+        all.extend_from_slice(args);
+        self.run_with_fd3(file, busctl, &all)
     }
 
     /// A zbus connection to this bus.
@@ -205,6 +230,21 @@ impl Drop for Bus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A busctl that passes file descriptors: systemd 257's, from Debian trixie,
+/// fetched on first use by `tests/busctl/fetch` (Debian 12's busctl refuses
+/// the `h` type).
+pub fn fd_busctl() -> PathBuf {
+    let out = Command::new(repo_file("tests/busctl/fetch"))
+        .output()
+        .expect("cannot run tests/busctl/fetch");
+    assert!(
+        out.status.success(),
+        "tests/busctl/fetch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 /// Output as text, failing the test (with stderr) if the command failed.
