@@ -1,5 +1,5 @@
-//! The CLI as a client of the service: `install`, `status` and `status mark-*`
-//! go through the service when it runs (same output as in-process), `--direct`
+//! The CLI as a client of the service: `install`, `status`, `status mark-*`
+//! and `info` go through the service when it runs (same output as in-process), `--direct`
 //! works in-process, and the exit codes are 0 success, 1 failure, 2 bus error.
 
 #[path = "common/dbus.rs"]
@@ -102,6 +102,53 @@ fn install_status_and_mark_through_the_service() {
         &["status", "mark-active", "--direct", "other"],
     ));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn info_through_the_service_prints_what_direct_prints() {
+    let bus = Bus::session();
+    let device = Device::new("");
+    let pki = dbus_bundles::keys(&device);
+    let good = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 5);
+    let foreign_pki = dbus_bundles::foreign_keys(&device);
+    let untrusted = dbus_bundles::bundle(&device, &foreign_pki, "didymos-test", "2.1", 5);
+    let service = Service::start(&bus, &device);
+    let verified_by_service = || service.log_text().matches("signature by").count();
+
+    for (bundle, code) in [(&good, 0), (&untrusted, 1)] {
+        for format in ["readable", "json"] {
+            let bundle = bundle.to_str().unwrap();
+            let verified_before = verified_by_service();
+            let via = run(cli(
+                &bus,
+                &device,
+                &["info", "--output-format", format, bundle],
+            ));
+            if code == 0 {
+                assert_eq!(
+                    verified_by_service(),
+                    verified_before + 1,
+                    "the service must have verified the bundle: {}",
+                    service.log_text()
+                );
+            }
+            let direct = run(cli(
+                &bus,
+                &device,
+                &["info", "--direct", "--output-format", format, bundle],
+            ));
+            assert_eq!(via.status.code(), Some(code), "{}", text(&via.stderr));
+            assert_eq!(direct.status.code(), Some(code), "{}", text(&direct.stderr));
+            pretty_assertions::assert_eq!(text(&direct.stdout), text(&via.stdout), "{format}");
+            assert_eq!(text(&via.stderr), "", "{format}");
+        }
+    }
+    let out = run(cli(&bus, &device, &["info", untrusted.to_str().unwrap()]));
+    assert!(
+        text(&out.stdout).contains("Verified:     NO: signer"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]

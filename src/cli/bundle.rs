@@ -93,6 +93,16 @@ pub enum PurposeArg {
 }
 
 impl KeyringArgs {
+    /// Whether any keyring option was given (anything but system.conf's keyring as configured).
+    pub fn given(&self) -> bool {
+        self.keyring.is_some()
+            || self.check_purpose.is_some()
+            || self.allow_partial_chain
+            || !self.allowed_signer_cns.is_empty()
+            || self.use_bundle_signing_time
+            || self.no_check_time
+    }
+
     /// The keyring from `--keyring` plus flags, or else from system.conf.
     pub fn load(&self, global: &Global) -> anyhow::Result<Keyring> {
         let (path, mut options) = match &self.keyring {

@@ -3,10 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use didymos::bundle::{Bundle, BundleError, Manifest, SignerInfo};
+use anyhow::Context;
+use didymos::bundle::{Bundle, Manifest, SignerInfo};
+use didymos::service::error::chain;
 
 use super::Global;
 use super::bundle::KeyringArgs;
+use super::remote::Inspection;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -17,6 +20,9 @@ pub struct Args {
     no_verify: bool,
     #[arg(long, value_enum, default_value = "readable")]
     output_format: Format,
+    /// Verify in this process even when the didymos service is running.
+    #[arg(long)]
+    direct: bool,
     bundle: PathBuf,
 }
 
@@ -29,23 +35,52 @@ enum Format {
 enum Verdict {
     Skipped,
     Verified(SignerInfo),
-    Failed(BundleError),
+    /// Why the bundle does not verify.
+    Failed(String),
 }
 
+/// Verifies through the service when it runs (against the device's keyring,
+/// like an install would), unless `--direct`, `--no-verify` or a keyring
+/// option asks for something else; the output is the same either way.
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let bundle = Bundle::open(&args.bundle)?;
-    let manifest = bundle.manifest_unverified().clone();
-    let header = *bundle.header();
-    let verdict = if args.no_verify {
-        Verdict::Skipped
+    let service = if args.direct || args.no_verify || args.keyring.given() {
+        None
     } else {
-        let keyring = args.keyring.load(global)?;
-        match bundle.verify(&keyring) {
-            Ok(v) => Verdict::Verified(v.signer().clone()),
-            Err(e) => Verdict::Failed(e),
+        super::remote::connect_if_running(global)?
+    };
+    let unverified = |verdict| {
+        (
+            bundle.manifest_unverified().clone(),
+            bundle.header().file_size(),
+            verdict,
+        )
+    };
+    let (manifest, file_size, verdict) = match service {
+        Some(service) => {
+            let file = std::fs::File::open(&args.bundle)
+                .with_context(|| format!("cannot open bundle {}", args.bundle.display()))?;
+            match service.inspect(file) {
+                Ok(Inspection::Verified(info)) => {
+                    let info = *info;
+                    (info.manifest, info.size, Verdict::Verified(info.signer))
+                }
+                Ok(Inspection::Rejected(message)) => unverified(Verdict::Failed(message)),
+                Err(code) => return Ok(code),
+            }
+        }
+        None if args.no_verify => unverified(Verdict::Skipped),
+        None => {
+            let keyring = args.keyring.load(global)?;
+            let manifest = bundle.manifest_unverified().clone();
+            let file_size = bundle.header().file_size();
+            match bundle.verify(&keyring) {
+                Ok(v) => (manifest, file_size, Verdict::Verified(v.signer().clone())),
+                // The message the service would send.
+                Err(e) => (manifest, file_size, Verdict::Failed(chain(&e))),
+            }
         }
     };
-    let file_size = header.file_size();
     match args.output_format {
         Format::Readable => print!("{}", readable(&args.bundle, &manifest, file_size, &verdict)),
         Format::Json => println!("{}", json(&args.bundle, &manifest, file_size, &verdict)),
@@ -137,7 +172,7 @@ fn json(path: &std::path::Path, m: &Manifest, file_size: u64, verdict: &Verdict)
             serde_json::json!({"subject": s.subject, "common-name": s.common_name, "chain": s.chain}),
             serde_json::Value::Null,
         ),
-        Verdict::Failed(e) => (false.into(), serde_json::Value::Null, e.to_string().into()),
+        Verdict::Failed(e) => (false.into(), serde_json::Value::Null, e.as_str().into()),
     };
     serde_json::json!({
         "bundle": path.display().to_string(),

@@ -1,5 +1,5 @@
 //! The CLI as a client of the running service: `install`, `status`,
-//! `status mark-*` go through `org.didymos.Installer1` when it is running
+//! `status mark-*` and `info` go through `org.didymos.Installer1` when it is running
 //! (and `--direct` is not given), so the service's one-operation-at-a-time
 //! rule and its authorization apply to the command line too.
 //!
@@ -18,10 +18,17 @@ use zbus::zvariant::{OwnedFd, Value};
 use didymos::boot::mark::MarkState;
 use didymos::config::SystemConfig;
 use didymos::install::{InstallOptions, Progress};
-use didymos::service::Error;
 use didymos::service::client::{self, InstallerProxy};
+use didymos::service::{BundleInfo, Error};
 use didymos::slot::{Bootname, SlotName};
 use didymos::status::SystemStatus;
+
+/// What the service found inspecting a bundle.
+pub enum Inspection {
+    Verified(Box<BundleInfo>),
+    /// The bundle does not verify; the message says why.
+    Rejected(String),
+}
 
 /// Exit code for bus failures.
 pub const BUS_ERROR: u8 = 2;
@@ -217,6 +224,25 @@ impl Remote {
             }
         });
         eprintln!("didymos: cancelling the install...");
+    }
+
+    /// Verifies and describes the bundle in `file` through the service
+    /// (`InspectBundleFd`, against the device's keyring).
+    pub fn inspect(&self, file: std::fs::File) -> Result<Inspection, ExitCode> {
+        let fd = OwnedFd::from(std::os::fd::OwnedFd::from(file));
+        let what = "cannot inspect the bundle";
+        match self
+            .rt
+            .block_on(self.proxy().inspect_bundle_fd(fd, HashMap::new()))
+        {
+            Ok(dict) => didymos::service::wire::bundle_info_from_wire(&dict)
+                .map(|info| Inspection::Verified(Box::new(info)))
+                .map_err(|e| failed(Error::Failed(e), what)),
+            Err(Error::SignatureInvalid(m) | Error::BundleInvalid(m)) => {
+                Ok(Inspection::Rejected(m))
+            }
+            Err(e) => Err(failed(e, what)),
+        }
     }
 
     /// Marks a slot through the service.

@@ -77,8 +77,12 @@ pub fn parse_mark_state(state: &str) -> Result<MarkState, Error> {
 #[derive(Debug, Clone)]
 pub struct BundleInfo {
     pub manifest: Manifest,
+    /// The manifest text exactly as signed.
+    pub manifest_text: String,
     pub manifest_hash: String,
     pub signer: SignerInfo,
+    /// The bundle file's size in bytes.
+    pub size: u64,
 }
 
 /// Opens and verifies the bundle in `file` and describes it (`InspectBundle`).
@@ -93,7 +97,10 @@ pub fn inspect(config: &SystemConfig, file: File) -> Result<BundleInfo, Error> {
     let bundle = Bundle::from_file(file)?.verify(&keyring)?;
     Ok(BundleInfo {
         manifest: bundle.manifest().clone(),
+        // Manifest::parse accepted these bytes, so they are UTF-8.
+        manifest_text: String::from_utf8_lossy(bundle.manifest_bytes()).into_owned(),
         manifest_hash: bundle.manifest_hash(),
         signer: bundle.signer().clone(),
+        size: bundle.header().file_size(),
     })
 }

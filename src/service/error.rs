@@ -96,7 +96,7 @@ impl Error {
 }
 
 /// The message of an error and all its causes, one line.
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+pub fn chain(err: &dyn std::error::Error) -> String {
     let mut msg = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

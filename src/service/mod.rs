@@ -21,6 +21,7 @@ mod server;
 mod signals;
 pub mod wire;
 
+pub use engine::BundleInfo;
 pub use error::Error;
 pub use server::{Bus, ServiceError, run, serve};
 

@@ -11,6 +11,7 @@ use zbus::zvariant::{OwnedValue, Value};
 use super::engine::BundleInfo;
 use super::error::Error;
 use crate::boot::BootState;
+use crate::bundle::{Manifest, SignerInfo};
 use crate::install::InstallOptions;
 use crate::slot::{Bootname, SlotName, SlotRecord};
 use crate::status::SlotStatus;
@@ -261,6 +262,8 @@ pub fn bundle_info(info: &BundleInfo) -> Result<Dict, Error> {
     let bases: Vec<String> = m.bases.iter().map(|b| b.image.to_string()).collect();
     Ok(DictBuilder::default()
         .put("manifest-hash", info.manifest_hash.as_str())?
+        .put("manifest", info.manifest_text.as_str())?
+        .put("size", info.size)?
         .put("format", m.format)?
         .put("created", m.created.as_str())?
         .put("update", update)?
@@ -269,6 +272,43 @@ pub fn bundle_info(info: &BundleInfo) -> Result<Dict, Error> {
         .put("signer", signer)?
         .put("bases", bases)?
         .build())
+}
+
+/// The reverse of [`bundle_info`], for the CLI: the manifest is parsed from
+/// the signed text the service sent, so `didymos info` prints the same
+/// through the service as in-process.
+pub fn bundle_info_from_wire(d: &Dict) -> Result<BundleInfo, String> {
+    let get = |d: &Dict, key: &str| -> Result<Value<'static>, String> {
+        d.get(key)
+            .ok_or_else(|| format!("InspectBundle reply: key {key:?} is missing"))?
+            .try_clone()
+            .map(Value::from)
+            .map_err(|e| format!("InspectBundle reply: key {key:?}: {e}"))
+    };
+    let text = |d: &Dict, key: &str| -> Result<String, String> {
+        String::try_from(get(d, key)?)
+            .map_err(|_| format!("InspectBundle reply: key {key:?} is not a string"))
+    };
+    let manifest_text = text(d, "manifest")?;
+    let manifest = Manifest::parse(manifest_text.as_bytes())
+        .map_err(|e| format!("InspectBundle reply: {e}"))?;
+    let size = u64::try_from(get(d, "size")?)
+        .map_err(|_| "InspectBundle reply: key \"size\" is not a u64".to_owned())?;
+    let signer = Dict::try_from(get(d, "signer")?)
+        .map_err(|_| "InspectBundle reply: key \"signer\" is not a dictionary".to_owned())?;
+    let chain = <Vec<String>>::try_from(get(&signer, "chain")?)
+        .map_err(|_| "InspectBundle reply: key \"chain\" is not a string array".to_owned())?;
+    Ok(BundleInfo {
+        manifest,
+        manifest_text,
+        manifest_hash: text(d, "manifest-hash")?,
+        signer: SignerInfo {
+            subject: text(&signer, "subject")?,
+            common_name: text(&signer, "common-name")?,
+            chain,
+        },
+        size,
+    })
 }
 
 /// RAUC's counters are `u` (32 bit); saturate rather than wrap.
@@ -411,6 +451,54 @@ mod tests {
             attempts_left: None,
             record: None,
         }
+    }
+
+    #[test]
+    fn bundle_info_round_trip() {
+        use crate::bundle::{ManifestBase, ManifestImage, ManifestObjects};
+        let manifest = Manifest {
+            format: crate::bundle::manifest::MANIFEST_FORMAT,
+            compatible: "c".into(),
+            version: "2.0".into(),
+            description: "d".into(),
+            build: String::new(),
+            created: "2025-01-01T00:00:00Z".into(),
+            image: ManifestImage {
+                digest: "11".repeat(32).parse().unwrap(),
+                size: 4096,
+            },
+            objects: ManifestObjects {
+                count: 1,
+                size: 10,
+                stored_size: 9,
+                referenced: 3,
+                index_sha256: "22".repeat(32),
+            },
+            bases: vec![ManifestBase {
+                image: "33".repeat(32).parse().unwrap(),
+                version: "1.0".into(),
+            }],
+        };
+        let info = BundleInfo {
+            manifest_text: manifest.to_toml(),
+            manifest,
+            manifest_hash: "44".repeat(32),
+            signer: SignerInfo {
+                subject: "CN=s".into(),
+                common_name: "s".into(),
+                chain: vec!["CN=s".into(), "CN=ca".into()],
+            },
+            size: 12345,
+        };
+        let back = bundle_info_from_wire(&bundle_info(&info).unwrap()).unwrap();
+        assert_eq!(format!("{info:?}"), format!("{back:?}"));
+        let mut d = bundle_info(&info).unwrap();
+        d.remove("manifest");
+        assert!(
+            bundle_info_from_wire(&d)
+                .unwrap_err()
+                .contains("\"manifest\"")
+        );
     }
 
     #[test]

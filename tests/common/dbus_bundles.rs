@@ -16,6 +16,12 @@ pub fn keys(device: &Device) -> didymos::bundle::devpki::DevPki {
     pki
 }
 
+/// Development keys the device does not trust (its keyring stays as it is):
+/// bundles signed with them fail with an untrusted signer.
+pub fn foreign_keys(device: &Device) -> didymos::bundle::devpki::DevPki {
+    didymos::bundle::devpki::generate(&device.path("pki-foreign")).unwrap()
+}
+
 /// A bundle of a root filesystem with `files` distinct 4 KiB files (each an
 /// object in the store), for `compatible`, at `version`.
 pub fn bundle(
