@@ -101,38 +101,73 @@ fn what_grub_editenv_writes_didymos_reads() {
 }
 
 #[test]
-fn writes_replace_the_file_and_leave_no_temporaries() {
+fn writes_rewrite_the_block_in_place() {
+    // GRUB reads the boot partition without replaying a journal: the block
+    // must stay in the data blocks GRUB finds, as GRUB's own save_env keeps it.
     let dev = device("attempts");
     std::fs::create_dir(dev.path("boot")).unwrap();
     editenv(&dev, &["create"]);
-    let before = std::fs::metadata(dev.path("boot/grubenv")).unwrap().ino();
+    let before = std::fs::metadata(dev.path("boot/grubenv")).unwrap();
     let bl = from_config(&dev.config).unwrap();
     bl.set_primary(&b("B")).unwrap();
-    let after = std::fs::metadata(dev.path("boot/grubenv")).unwrap().ino();
-    assert_ne!(
-        before, after,
-        "the block is replaced by rename, never rewritten in place"
+    bl.set_state(&b("A"), BootState::Bad).unwrap();
+    let after = std::fs::metadata(dev.path("boot/grubenv")).unwrap();
+    assert_eq!(
+        (before.ino(), before.len()),
+        (after.ino(), after.len()),
+        "the same file, the same size"
+    );
+    assert_eq!(
+        editenv(&dev, &["list"]),
+        "ORDER=B A\nA_OK=0\nA_LEFT=0\nB_OK=1\nB_LEFT=5\n"
     );
     assert_eq!(std::fs::read_dir(dev.path("boot")).unwrap().count(), 1);
 }
 
 #[test]
-fn an_interrupted_in_place_write_is_detected() {
-    // What rename protects against: a block cut short mid-variable is refused
-    // with a message, never read as different counters.
-    let dev = device("attempts");
+fn a_missing_block_is_created() {
+    let dev = device("rauc");
     std::fs::create_dir(dev.path("boot")).unwrap();
     let bl = from_config(&dev.config).unwrap();
-    bl.set_primary(&b("B")).unwrap();
-    let full = std::fs::read(dev.path("boot/grubenv")).unwrap();
-    let padding = full.iter().rev().take_while(|&&c| c == b'#').count();
-    let vars_end = full.len() - padding;
-    for cut in 0..vars_end {
-        let result = Grubenv::parse(&full[..cut]);
-        if let Ok(env) = result {
-            // Only a cut right after a complete line parses, with fewer variables.
-            assert!(cut == 0 || full[cut - 1] == b'\n', "cut at {cut} parsed");
-            assert!(env.vars().count() < 5);
+    bl.set_primary(&b("A")).unwrap();
+    assert_eq!(
+        std::fs::metadata(dev.path("boot/grubenv")).unwrap().len(),
+        1024
+    );
+    assert_eq!(std::fs::read_dir(dev.path("boot")).unwrap().count(), 1);
+    assert!(editenv(&dev, &["list"]).starts_with("ORDER=A B\n"));
+}
+
+#[test]
+fn a_torn_write_reads_as_the_old_or_the_new_counters() {
+    // A power cut during the in-place write can leave some 512-byte sectors
+    // new and some old. A two-slot device's variables all sit in the first
+    // sector, so every such mix is the old or the new block, each of them a
+    // state the install had made durable before going on.
+    for scheme in ["rauc", "attempts"] {
+        let dev = device(scheme);
+        std::fs::create_dir(dev.path("boot")).unwrap();
+        editenv(&dev, &["create"]);
+        let bl = from_config(&dev.config).unwrap();
+        bl.set_primary(&b("A")).unwrap();
+        bl.set_state(&b("B"), BootState::Good).unwrap();
+        let old = std::fs::read(dev.path("boot/grubenv")).unwrap();
+        bl.set_state(&b("B"), BootState::Bad).unwrap();
+        bl.set_primary(&b("B")).unwrap();
+        let new = std::fs::read(dev.path("boot/grubenv")).unwrap();
+        assert_eq!(old.len(), new.len());
+        let vars_end =
+            |block: &[u8]| block.len() - block.iter().rev().take_while(|&&c| c == b'#').count();
+        assert!(
+            vars_end(&old) <= 512 && vars_end(&new) <= 512,
+            "{scheme}: variables past sector 0"
+        );
+        for first_new in [false, true] {
+            let mut torn = if first_new { new.clone() } else { old.clone() };
+            torn[512..].copy_from_slice(if first_new { &old[512..] } else { &new[512..] });
+            let env = Grubenv::parse(&torn).unwrap();
+            let whole = if first_new { &new } else { &old };
+            assert_eq!(env, Grubenv::parse(whole).unwrap(), "{scheme}");
         }
     }
 }

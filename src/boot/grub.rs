@@ -1,5 +1,5 @@
-//! `bootloader = "grub"`: the GRUB environment block, read and replaced
-//! atomically (temporary file, fsync, rename).
+//! `bootloader = "grub"`: the GRUB environment block, read, and rewritten in
+//! place where it lies (see [`GrubBootloader::store`]).
 //!
 //! Two counting schemes (`[bootloader] grub-scheme`):
 //!
@@ -71,6 +71,24 @@ pub fn counters_to_env(counters: &Counters, env: &mut Grubenv) -> Result<(), Str
     Ok(())
 }
 
+/// Overwrites an existing regular file of exactly `bytes.len()` bytes from
+/// its start and fsyncs it; `Ok(false)` when there is no such file.
+fn rewrite_in_place(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let file = match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() != bytes.len() as u64 {
+        return Ok(false);
+    }
+    file.write_all_at(bytes, 0)?;
+    file.sync_all()?;
+    Ok(true)
+}
+
 fn parse_order(order: &str) -> Result<Vec<Bootname>, String> {
     order
         .split_whitespace()
@@ -127,12 +145,26 @@ impl GrubBootloader {
         }
     }
 
+    /// Writes the environment block.
+    ///
+    /// An existing block is rewritten in place, in its own data blocks, and
+    /// fsynced: what GRUB's own `save_env` does. GRUB reads the boot
+    /// partition itself and replays no journal, so a block replaced by rename
+    /// can be invisible or half there to GRUB after a power cut (a directory
+    /// entry in the journal, an unclean ext2), while a block rewritten in
+    /// place is always where GRUB looks, with the old or the new content: the
+    /// block keeps its size and header, and a two-slot device's variables fit
+    /// in its first 512-byte sector. A missing file is created by rename.
     pub fn store(&self, env: &Grubenv) -> Result<(), BootError> {
         let bytes = env.render().map_err(|e| self.format_error(e))?;
-        crate::util::write_atomic(&self.path, &bytes).map_err(|source| BootError::Io {
+        let io_error = |source| BootError::Io {
             path: self.path.clone(),
             source,
-        })
+        };
+        if rewrite_in_place(&self.path, &bytes).map_err(io_error)? {
+            return Ok(());
+        }
+        crate::util::write_atomic(&self.path, &bytes).map_err(io_error)
     }
 
     fn check_known(&self, slot: &Bootname) -> Result<(), BootError> {
