@@ -87,17 +87,17 @@ impl Emu {
         counters_from_env(&env, &[b("A"), b("B")], 3).unwrap()
     }
 
-    /// One power-on: the env file goes onto the disk, GRUB runs, the env
-    /// comes back. Returns the kernel command line GRUB booted, if any, and
-    /// checks the result against the model.
-    fn boot(&self) -> Option<String> {
-        let mut model = self.counters();
-        let want = model.boot();
-        run(Command::new("mcopy")
-            .args(["-o", "-i"])
-            .arg(&self.disk)
-            .arg(self.env_path())
-            .arg("::/grubenv"));
+    /// GRUB runs once with the env file on the disk (when there is one) and
+    /// the env comes back; returns what GRUB printed.
+    fn power_on(&self) -> String {
+        let with_env = self.env_path().exists();
+        if with_env {
+            run(Command::new("mcopy")
+                .args(["-o", "-i"])
+                .arg(&self.disk)
+                .arg(self.env_path())
+                .arg("::/grubenv"));
+        }
         let cmd = format!(
             "grub-emu -d {} -m {}",
             self.grubdir.display(),
@@ -106,12 +106,22 @@ impl Emu {
         let out = run(Command::new("timeout")
             .args(["60", "script", "-qec", &cmd, "/dev/null"])
             .stdin(std::process::Stdio::null()));
-        run(Command::new("mcopy")
-            .args(["-o", "-i"])
-            .arg(&self.disk)
-            .arg("::/grubenv")
-            .arg(self.env_path()));
-        let out = out.replace('\r', "");
+        if with_env {
+            run(Command::new("mcopy")
+                .args(["-o", "-i"])
+                .arg(&self.disk)
+                .arg("::/grubenv")
+                .arg(self.env_path()));
+        }
+        out.replace('\r', "")
+    }
+
+    /// One power-on: returns the kernel command line GRUB booted, if any,
+    /// and checks the result against the model.
+    fn boot(&self) -> Option<String> {
+        let mut model = self.counters();
+        let want = model.boot();
+        let out = self.power_on();
         let linux = out.lines().find_map(|l| {
             l.split_once("DIDYMOS-LINUX ")
                 .map(|(_, r)| r.trim().to_owned())
@@ -213,4 +223,42 @@ fn odd_counter_values_agree_with_the_model() {
         ]));
         emu.boot();
     }
+}
+
+#[test]
+fn a_missing_block_is_a_fresh_device() {
+    let emu = Emu::new();
+    let out = emu.power_on();
+    assert!(
+        out.contains("didymos: booting slot A") && out.contains("DIDYMOS-LINUX"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_unloadable_block_boots_nothing() {
+    // Not a fresh device: the defaults would boot A, which may be the slot
+    // whose install was cut short.
+    let emu = Emu::new();
+    let bl = emu.bootloader();
+    bl.set_primary(&b("A")).unwrap();
+    let mut block = std::fs::read(emu.env_path()).unwrap();
+    block[..8].copy_from_slice(b"garbage!");
+    std::fs::write(emu.env_path(), &block).unwrap();
+    let out = emu.power_on();
+    assert!(
+        out.contains("DIDYMOS-NONE") && !out.contains("DIDYMOS-LINUX"),
+        "{out}"
+    );
+    // GRUB's terminal wraps long lines.
+    let words = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains("(hd0)/grubenv cannot be loaded; not guessing a slot"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(emu.env_path()).unwrap(),
+        block,
+        "GRUB wrote nothing"
+    );
 }
