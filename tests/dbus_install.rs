@@ -1,7 +1,8 @@
 //! Installs through the service on a private bus: the property and signal
-//! sequence of a full install, a failing install, cancel during the object
-//! copy, Busy, a client that disconnects, the file-descriptor variant through
-//! every generic client, and a RAUC client using only RAUC's names.
+//! sequence of a full install, bundles refused by the call with typed errors,
+//! cancel during the object copy, Busy, a client that disconnects, the
+//! file-descriptor variant through every generic client, and a RAUC client
+//! using only RAUC's names.
 
 #[path = "common/dbus.rs"]
 mod common_dbus;
@@ -122,44 +123,81 @@ async fn full_install_sequence() {
     assert_eq!(proxy.get_primary().await.unwrap(), "rootfs.1");
 }
 
+/// A bundle the device would refuse is refused by the call itself, with the
+/// typed error and the message the install would give; no install starts.
+/// RAUC's interface keeps RAUC's behaviour: the install starts and fails.
 #[tokio::test]
-async fn failing_install_reports_a_typed_error() {
+async fn a_refused_bundle_is_a_typed_error_from_the_call() {
     let bus = Bus::session();
-    let device = Device::new("");
+    let device = Device::new("rauc-compat = true");
     let pki = dbus_bundles::keys(&device);
-    let bundle = dbus_bundles::bundle(&device, &pki, "another-device", "2.0", 5);
-    let _service = Service::start(&bus, &device);
+    let foreign = dbus_bundles::bundle(&device, &pki, "another-device", "2.0", 5);
+    let untrusted = dbus_bundles::bundle(
+        &device,
+        &dbus_bundles::foreign_keys(&device),
+        "didymos-test",
+        "2.1",
+        5,
+    );
+    let mut service = Service::start(&bus, &device);
+    service.wait_for_name(&bus, RAUC_NAME);
     let conn = bus.connect().await;
     let proxy = InstallerProxy::new(&conn).await.unwrap();
+    let mut completed = proxy.receive_completed().await.unwrap();
+    let mut ops = proxy.receive_operation_changed().await;
+    let first = tokio::time::timeout(Duration::from_secs(5), ops.next()).await;
+    assert_eq!(first.unwrap().unwrap().get().await.unwrap(), "idle");
 
-    let seen = watch(
-        &proxy,
-        proxy.install_bundle_fd(fd(&bundle), HashMap::new()),
-        |_, _| {},
-    )
-    .await;
-    assert_eq!(seen.completed, [1], "{seen:?}");
-    assert_eq!(seen.operations, ["installing", "idle"], "{seen:?}");
-    assert!(seen.percents.iter().all(|p| *p < 100), "{seen:?}");
-    let msg = proxy.last_error().await.unwrap();
+    let not_compatible = match proxy.install_bundle_fd(fd(&foreign), HashMap::new()).await {
+        Err(Error::NotCompatible(m)) => m,
+        other => panic!("expected NotCompatible, got {other:?}"),
+    };
     assert!(
-        msg.contains("\"another-device\"") && msg.contains("didymos-test"),
-        "{msg}"
+        not_compatible.contains("\"another-device\"") && not_compatible.contains("didymos-test"),
+        "{not_compatible}"
     );
+    assert_eq!(proxy.last_error().await.unwrap(), not_compatible);
     assert_eq!(
         proxy.last_error_name().await.unwrap(),
         "org.didymos.Installer1.Error.NotCompatible"
     );
-    // The same bundle with ignore-compatible installs.
+    match proxy
+        .install_bundle(untrusted.to_str().unwrap(), HashMap::new())
+        .await
+    {
+        Err(Error::SignatureInvalid(m)) => assert!(m.contains("not trusted"), "{m}"),
+        other => panic!("expected SignatureInvalid, got {other:?}"),
+    }
+    assert_eq!(
+        proxy.last_error_name().await.unwrap(),
+        "org.didymos.Installer1.Error.SignatureInvalid"
+    );
+    // Nothing started: no Operation change, no Completed.
+    let quiet = Duration::from_millis(500);
+    assert!(tokio::time::timeout(quiet, ops.next()).await.is_err());
+    assert!(tokio::time::timeout(quiet, completed.next()).await.is_err());
+
+    // RAUC's InstallBundle starts the install; it fails with the same message.
+    ok(bus.gdbus_call(
+        RAUC_NAME,
+        &format!("{RAUC_IFACE}.InstallBundle"),
+        &[foreign.to_str().unwrap(), "{}"],
+    ));
+    assert_eq!(next_completed(&mut completed).await, 1);
+    assert_eq!(proxy.last_error().await.unwrap(), not_compatible);
+
+    // The same bundle with ignore-compatible passes the checks and installs.
+    drop((ops, completed));
     let mut args = HashMap::new();
     args.insert("ignore-compatible", Value::from(true));
     let seen = watch(
         &proxy,
-        proxy.install_bundle_fd(fd(&bundle), args),
+        proxy.install_bundle_fd(fd(&foreign), args),
         |_, _| {},
     )
     .await;
     assert_eq!(seen.completed, [0], "{seen:?}");
+    assert_eq!(seen.operations, ["installing", "idle"], "{seen:?}");
     assert_eq!(proxy.last_error_name().await.unwrap(), "");
 }
 
@@ -372,6 +410,13 @@ async fn gdbus_installs_from_a_file_descriptor() {
     let pki = dbus_bundles::keys(&device);
     let v2 = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 5);
     let foreign = dbus_bundles::bundle(&device, &pki, "another-device", "2.0", 5);
+    let untrusted = dbus_bundles::bundle(
+        &device,
+        &dbus_bundles::foreign_keys(&device),
+        "didymos-test",
+        "2.1",
+        5,
+    );
     let _service = Service::start(&bus, &device);
     let conn = bus.connect().await;
     let proxy = InstallerProxy::new(&conn).await.unwrap();
@@ -403,12 +448,25 @@ async fn gdbus_installs_from_a_file_descriptor() {
             && err.contains("regular file"),
         "{err}"
     );
-    // A bundle for another device: the install fails, typed.
-    ok(bus.gdbus_call_with_fd(NAME, &method, &foreign, &["3", "{}"]));
-    assert_eq!(next_completed(&mut completed).await, 1);
-    assert_eq!(
-        proxy.last_error_name().await.unwrap(),
-        "org.didymos.Installer1.Error.NotCompatible"
+    // Bundles this device refuses: the call fails, typed, before any install.
+    let err = fails(bus.gdbus_call_with_fd(NAME, &method, &foreign, &["3", "{}"]));
+    assert!(
+        err.contains(
+            "org.didymos.Installer1.Error.NotCompatible: bundle is for \"another-device\""
+        ),
+        "{err}"
+    );
+    let err = fails(bus.gdbus_call_with_fd(NAME, &method, &untrusted, &["3", "{}"]));
+    assert!(
+        err.contains("org.didymos.Installer1.Error.SignatureInvalid: signer")
+            && err.contains("not trusted"),
+        "{err}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), completed.next())
+            .await
+            .is_err(),
+        "a refused bundle must not start an install"
     );
 }
 
@@ -421,6 +479,14 @@ fn busctl_installs_from_a_file_descriptor() {
     let device = Device::new("");
     let pki = dbus_bundles::keys(&device);
     let v2 = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 5);
+    let foreign = dbus_bundles::bundle(&device, &pki, "another-device", "2.0", 5);
+    let untrusted = dbus_bundles::bundle(
+        &device,
+        &dbus_bundles::foreign_keys(&device),
+        "didymos-test",
+        "2.1",
+        5,
+    );
     let _service = Service::start(&bus, &device);
     let call = |method: &str, file: &std::path::Path| {
         bus.busctl_with_fd(
@@ -441,9 +507,40 @@ fn busctl_installs_from_a_file_descriptor() {
     let out = ok(bus.busctl(&["call", NAME, "/", IFACE, "GetPrimary"]));
     assert_eq!(out.trim(), "s \"rootfs.1\"");
 
-    // busctl prints the message of an error, not its name.
+    // busctl prints the message of an error, not its name: LastErrorName
+    // names a refused bundle's error.
     let err = fails(call("InstallBundleFd", std::path::Path::new("/dev/null")));
     assert!(err.contains("not a regular file"), "{err}");
+    let last_error_name = || ok(bus.busctl(&["get-property", NAME, "/", IFACE, "LastErrorName"]));
+    let err = fails(call("InstallBundleFd", &foreign));
+    assert!(err.contains("bundle is for \"another-device\""), "{err}");
+    assert_eq!(
+        last_error_name().trim(),
+        "s \"org.didymos.Installer1.Error.NotCompatible\""
+    );
+    let err = fails(bus.busctl(&[
+        "call",
+        NAME,
+        "/",
+        IFACE,
+        "InstallBundle",
+        "sa{sv}",
+        untrusted.to_str().unwrap(),
+        "0",
+    ]));
+    assert!(err.contains("not trusted"), "{err}");
+    assert_eq!(
+        last_error_name().trim(),
+        "s \"org.didymos.Installer1.Error.SignatureInvalid\""
+    );
+    let out = ok(bus.busctl(&["get-property", NAME, "/", IFACE, "Operation"]));
+    assert_eq!(out.trim(), "s \"idle\"");
+    let out = ok(bus.busctl(&["call", NAME, "/", IFACE, "GetPrimary"]));
+    assert_eq!(
+        out.trim(),
+        "s \"rootfs.1\"",
+        "the refused bundles changed nothing"
+    );
 }
 
 #[tokio::test]

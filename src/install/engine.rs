@@ -87,35 +87,20 @@ impl Reporter<'_> {
     }
 }
 
-pub fn install(
+/// The checks that write nothing and read only the bundle's head (header,
+/// manifest, signature, object index): the signature against the keyring,
+/// `require-manifest-hash`, compatible and the version limit. The install runs
+/// them first; the service also runs them in the method call, so that a bundle
+/// this device would refuse is refused before an install starts. The payload
+/// (image and objects) is checked later, as the install reads it.
+pub fn check(
     config: &SystemConfig,
-    source: BundleSource,
+    bundle: Bundle,
     options: &InstallOptions,
-    progress: &dyn Fn(Progress),
-    cancel: &CancelToken,
-) -> Result<InstallOutcome, InstallError> {
-    let r = Reporter {
-        progress,
-        cancel,
-        last: std::cell::Cell::new(0),
-    };
-    r.step(0, "Installing", 1);
-    let data_dir = &config.system.data_directory;
-    let _lock = InstallLock::acquire(data_dir, "install")?;
-    let bootloader = boot::from_config(config)?;
-    super::recover_locked(config, bootloader.as_ref())?;
-
-    r.step(5, "Checking bundle signature", 2);
+) -> Result<VerifiedBundle, InstallError> {
     let keyring = Keyring::load(&config.keyring)?;
-    let bundle = match source {
-        BundleSource::Path(p) => Bundle::open(&p)?,
-        BundleSource::File(f) => Bundle::from_file(f)?,
-    };
     let bundle = bundle.verify(&keyring)?;
-    r.check_cancel()?;
-    failpoint("verified");
-
-    let manifest = bundle.manifest().clone();
+    let manifest = bundle.manifest();
     if let Some(want) = &options.require_manifest_hash {
         let actual = bundle.manifest_hash();
         if !actual.eq_ignore_ascii_case(want) {
@@ -140,6 +125,36 @@ pub fn install(
             minimum: min.clone(),
         });
     }
+    Ok(bundle)
+}
+
+pub fn install(
+    config: &SystemConfig,
+    source: BundleSource,
+    options: &InstallOptions,
+    progress: &dyn Fn(Progress),
+    cancel: &CancelToken,
+) -> Result<InstallOutcome, InstallError> {
+    let r = Reporter {
+        progress,
+        cancel,
+        last: std::cell::Cell::new(0),
+    };
+    r.step(0, "Installing", 1);
+    let data_dir = &config.system.data_directory;
+    let _lock = InstallLock::acquire(data_dir, "install")?;
+    let bootloader = boot::from_config(config)?;
+    super::recover_locked(config, bootloader.as_ref())?;
+
+    r.step(5, "Checking bundle signature", 2);
+    let bundle = match source {
+        BundleSource::Path(p) => Bundle::open(&p)?,
+        BundleSource::File(f) => Bundle::from_file(f)?,
+    };
+    let bundle = check(config, bundle, options)?;
+    r.check_cancel()?;
+    failpoint("verified");
+    let manifest = bundle.manifest().clone();
 
     r.step(8, "Determining target slot", 2);
     let booted = crate::slot::booted::detect(config);

@@ -1,7 +1,8 @@
 //! The install engine and the store maintenance that shares its lock.
 //!
 //! [`install`] takes a bundle from verification to an activated slot (see
-//! `engine.rs` for the step order). [`recover`] finishes what an interrupted
+//! `engine.rs` for the step order); [`check`] is its first step alone, the
+//! checks that write nothing. [`recover`] finishes what an interrupted
 //! install left behind; [`gc`] and [`fsck`] look after the store.
 
 mod boot_files;
@@ -11,7 +12,7 @@ pub mod journal;
 mod lock;
 pub mod version;
 
-pub use engine::{FAILPOINTS, install};
+pub use engine::{FAILPOINTS, check, install};
 pub use lock::InstallLock;
 
 use std::sync::Arc;

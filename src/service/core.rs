@@ -21,6 +21,16 @@ use super::wire::{self, Dict, ProgressTuple};
 use crate::config::SystemConfig;
 use crate::install::{CancelToken, InstallOptions, Progress};
 
+/// When `InstallBundle` refuses a bundle the device would not install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// In the method call, with the typed error (`org.didymos.Installer1`).
+    InCall,
+    /// As RAUC does: the call starts the install, which ends with
+    /// `Completed(1)` and `LastError` (`de.pengutronix.rauc.Installer`).
+    AfterStart,
+}
+
 /// What the daemon is doing.
 #[derive(Debug, Clone)]
 enum Activity {
@@ -155,10 +165,14 @@ impl Core {
         header: &Header<'_>,
         source: &str,
         args: &Dict,
+        refusal: Refusal,
     ) -> Result<(), Error> {
         let options = wire::install_options(args)?;
         let caller = self.authorize(conn, header, Action::Install).await?;
         let file = open_source(&caller, source, "InstallBundleFd")?;
+        if refusal == Refusal::InCall {
+            self.check_bundle(conn, &file, &options).await?;
+        }
         self.start_install(conn, file, options)
     }
 
@@ -173,7 +187,42 @@ impl Core {
         let options = wire::install_options(args)?;
         self.authorize(conn, header, Action::Install).await?;
         let file = file_from_fd(fd)?;
+        self.check_bundle(conn, &file, &options).await?;
         self.start_install(conn, file, options)
+    }
+
+    /// Runs the install's checks that write nothing, in the method call: a
+    /// bundle the install would refuse is refused with its typed error before
+    /// an install starts, and `LastError` says why as it would after an install.
+    async fn check_bundle(
+        &self,
+        conn: &Connection,
+        file: &File,
+        options: &InstallOptions,
+    ) -> Result<(), Error> {
+        if !matches!(self.state().activity, Activity::Idle) {
+            return Err(busy());
+        }
+        let (config, options) = (self.config.clone(), options.clone());
+        let file = file
+            .try_clone()
+            .map_err(|e| Error::Failed(format!("cannot duplicate the bundle's descriptor: {e}")))?;
+        let Err(e) =
+            blocking(move || engine::check(&config, file, &options).map_err(Error::from)).await
+        else {
+            return Ok(());
+        };
+        {
+            let mut s = self.state();
+            // An install another caller started meanwhile owns LastError.
+            if matches!(s.activity, Activity::Idle) {
+                s.last_error = e.message();
+                s.last_error_name = e.dbus_name();
+            }
+        }
+        log::warn!("install refused: {} ({})", e.message(), e.dbus_name());
+        signals::properties_changed(conn, self, &[signals::Changed::LastError]).await;
+        Err(e)
     }
 
     /// `Cancel()`.

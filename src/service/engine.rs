@@ -29,6 +29,16 @@ pub fn install(
     )
 }
 
+/// The install's checks that write nothing (signature, manifest hash,
+/// compatible, version limit) on the bundle in `file`.
+pub fn check(
+    config: &SystemConfig,
+    file: File,
+    options: &InstallOptions,
+) -> Result<(), InstallError> {
+    crate::install::check(config, Bundle::from_file(file)?, options).map(drop)
+}
+
 /// Finishes what an interrupted install left behind (at the service's start).
 /// Returns a description of the interrupted install, if there was one.
 pub fn recover(config: &SystemConfig) -> Result<Option<String>, InstallError> {

@@ -9,7 +9,7 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::OwnedFd;
 
-use super::core::Core;
+use super::core::{Core, Refusal};
 use super::error::Error;
 use super::wire::{Dict, ProgressTuple};
 
@@ -20,7 +20,10 @@ pub struct Installer {
 #[interface(name = "org.didymos.Installer1")]
 impl Installer {
     /// Starts installing the bundle at `source` (an absolute path; root only).
-    /// Returns once the install has started; the result comes with `Completed`.
+    /// A bundle the device would refuse (signature, compatible, version,
+    /// `require-manifest-hash`) is refused here with its typed error; otherwise
+    /// the call returns once the install has started and the result comes
+    /// with `Completed`.
     async fn install_bundle(
         &self,
         source: String,
@@ -28,7 +31,9 @@ impl Installer {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        self.core.install_path(conn, &header, &source, &args).await
+        self.core
+            .install_path(conn, &header, &source, &args, Refusal::InCall)
+            .await
     }
 
     /// Deprecated alias of `InstallBundle(source, {})`.
@@ -39,7 +44,7 @@ impl Installer {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
         self.core
-            .install_path(conn, &header, &source, &Dict::new())
+            .install_path(conn, &header, &source, &Dict::new(), Refusal::InCall)
             .await
     }
 

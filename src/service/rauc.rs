@@ -10,7 +10,7 @@ use zbus::interface;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
-use super::core::Core;
+use super::core::{Core, Refusal};
 use super::error::Error;
 use super::wire::{Dict, ProgressTuple};
 
@@ -27,7 +27,9 @@ impl RaucInstaller {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        self.core.install_path(conn, &header, &source, &args).await
+        self.core
+            .install_path(conn, &header, &source, &args, Refusal::AfterStart)
+            .await
     }
 
     async fn install(
@@ -37,7 +39,7 @@ impl RaucInstaller {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
         self.core
-            .install_path(conn, &header, &source, &Dict::new())
+            .install_path(conn, &header, &source, &Dict::new(), Refusal::AfterStart)
             .await
     }
 
