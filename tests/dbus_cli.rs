@@ -110,8 +110,7 @@ fn info_through_the_service_prints_what_direct_prints() {
     let device = Device::new("");
     let pki = dbus_bundles::keys(&device);
     let good = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 5);
-    let foreign_pki = dbus_bundles::foreign_keys(&device);
-    let untrusted = dbus_bundles::bundle(&device, &foreign_pki, "didymos-test", "2.1", 5);
+    let untrusted = dbus_bundles::refused(&device, &pki).untrusted;
     let service = Service::start(&bus, &device);
     let verified_by_service = || service.log_text().matches("signature by").count();
 

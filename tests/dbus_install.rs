@@ -131,14 +131,7 @@ async fn a_refused_bundle_is_a_typed_error_from_the_call() {
     let bus = Bus::session();
     let device = Device::new("rauc-compat = true");
     let pki = dbus_bundles::keys(&device);
-    let foreign = dbus_bundles::bundle(&device, &pki, "another-device", "2.0", 5);
-    let untrusted = dbus_bundles::bundle(
-        &device,
-        &dbus_bundles::foreign_keys(&device),
-        "didymos-test",
-        "2.1",
-        5,
-    );
+    let dbus_bundles::Refused { foreign, untrusted } = dbus_bundles::refused(&device, &pki);
     let mut service = Service::start(&bus, &device);
     service.wait_for_name(&bus, RAUC_NAME);
     let conn = bus.connect().await;
@@ -409,14 +402,7 @@ async fn gdbus_installs_from_a_file_descriptor() {
     let device = Device::new("");
     let pki = dbus_bundles::keys(&device);
     let v2 = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 5);
-    let foreign = dbus_bundles::bundle(&device, &pki, "another-device", "2.0", 5);
-    let untrusted = dbus_bundles::bundle(
-        &device,
-        &dbus_bundles::foreign_keys(&device),
-        "didymos-test",
-        "2.1",
-        5,
-    );
+    let dbus_bundles::Refused { foreign, untrusted } = dbus_bundles::refused(&device, &pki);
     let _service = Service::start(&bus, &device);
     let conn = bus.connect().await;
     let proxy = InstallerProxy::new(&conn).await.unwrap();
@@ -479,14 +465,7 @@ fn busctl_installs_from_a_file_descriptor() {
     let device = Device::new("");
     let pki = dbus_bundles::keys(&device);
     let v2 = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 5);
-    let foreign = dbus_bundles::bundle(&device, &pki, "another-device", "2.0", 5);
-    let untrusted = dbus_bundles::bundle(
-        &device,
-        &dbus_bundles::foreign_keys(&device),
-        "didymos-test",
-        "2.1",
-        5,
-    );
+    let dbus_bundles::Refused { foreign, untrusted } = dbus_bundles::refused(&device, &pki);
     let _service = Service::start(&bus, &device);
     let call = |method: &str, file: &std::path::Path| {
         bus.busctl_with_fd(

@@ -16,10 +16,21 @@ pub fn keys(device: &Device) -> didymos::bundle::devpki::DevPki {
     pki
 }
 
-/// Development keys the device does not trust (its keyring stays as it is):
-/// bundles signed with them fail with an untrusted signer.
-pub fn foreign_keys(device: &Device) -> didymos::bundle::devpki::DevPki {
-    didymos::bundle::devpki::generate(&device.path("pki-foreign")).unwrap()
+/// Bundles `device` refuses before installing anything.
+pub struct Refused {
+    /// For another device (`another-device`, 2.0): `NotCompatible`.
+    pub foreign: PathBuf,
+    /// Signed by keys the device does not trust (2.1): `SignatureInvalid`.
+    pub untrusted: PathBuf,
+}
+
+/// Makes the [`Refused`] bundles (`pki` from [`keys`]).
+pub fn refused(device: &Device, pki: &didymos::bundle::devpki::DevPki) -> Refused {
+    let foreign_pki = didymos::bundle::devpki::generate(&device.path("pki-foreign")).unwrap();
+    Refused {
+        foreign: bundle(device, pki, "another-device", "2.0", 5),
+        untrusted: bundle(device, &foreign_pki, "didymos-test", "2.1", 5),
+    }
 }
 
 /// A bundle of a root filesystem with `files` distinct 4 KiB files (each an
