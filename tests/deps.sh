@@ -14,7 +14,7 @@ packages=(
   erofs-utils e2fsprogs attr libcap2-bin util-linux
   # tier 3 and e2e: the virtual device
   qemu-system-x86 qemu-utils busybox-static grub-pc-bin grub-efi-amd64-bin grub-emu ovmf
-  u-boot-tools u-boot-qemu dosfstools mtools cpio kmod debootstrap fdisk openssl binutils
+  u-boot-tools u-boot-qemu qemu-system-arm dosfstools mtools cpio kmod debootstrap fdisk openssl binutils
   # benchmarks
   squashfs-tools xdelta3 zstd time
   # yocto layer lint
