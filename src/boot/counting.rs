@@ -6,7 +6,8 @@
 //! `attempts`), the U-Boot script (`boot/u-boot/boot.cmd`, where "good" is
 //! "attempts left > 0") and the file-backed test bootloader all run the
 //! selection in [`Counters::boot`]; the real-bootloader tests compare what
-//! GRUB chose against this function.
+//! GRUB (`grub-emu`) and U-Boot (`qemu-system-aarch64`) chose and saved
+//! against this function.
 
 use std::collections::BTreeMap;
 
