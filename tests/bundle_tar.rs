@@ -133,3 +133,64 @@ fn bad_tar_is_refused_with_a_message() {
         "{err:#}"
     );
 }
+
+/// Extended attributes from the tar writers a build host has: GNU tar
+/// (`SCHILY.xattr`) and bsdtar (`LIBARCHIVE.xattr`, base64 values and
+/// %-encoded names, alone or next to its SCHILY records) give the same
+/// attributes in the image.
+#[test]
+fn xattrs_from_gnu_tar_and_bsdtar() {
+    let fx = Fixture::new();
+    let root = fx.path("xattr-root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let file = root.join("etc/f");
+    std::fs::write(&file, "content\n").unwrap();
+    xattr::set(&file, "user.note", "hé=llo".as_bytes()).unwrap();
+    xattr::set(&file, "user.odd%name", &[0, 0xff, 0x10]).unwrap();
+    xattr::set(&file, "user.empty", b"").unwrap();
+    xattr::set(&file, "user.a=b", b"x").unwrap();
+
+    let writers: [(&str, &[&str]); 3] = [
+        ("tar", &["--xattrs", "--format=pax"]),
+        ("bsdtar", &["--xattrs", "--format", "pax"]),
+        (
+            "bsdtar",
+            &[
+                "--xattrs",
+                "--format",
+                "pax",
+                "--options",
+                "pax:xattrheader=LIBARCHIVE",
+            ],
+        ),
+    ];
+    let mut attrs = Vec::new();
+    for (i, (tool, args)) in writers.iter().enumerate() {
+        let tar = fx.path(&format!("x{i}.tar"));
+        let status = std::process::Command::new(tool)
+            .args(*args)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&root)
+            .arg("etc")
+            .status()
+            .unwrap_or_else(|e| panic!("{tool}: {e} (tests/deps.sh installs it)"));
+        assert!(status.success(), "{tool} {args:?}");
+        let (out, _) = fx.bundle(&tar, &format!("x{i}.raucb"), "1");
+        let dump = didymos::image::dump(&image_of(&fx, &out)).unwrap();
+        let line = dump
+            .lines()
+            .find(|l| l.starts_with("/etc/f "))
+            .unwrap_or_else(|| panic!("{dump}"))
+            .to_owned();
+        // The attributes: the fields after the digest.
+        attrs.push(line.split(' ').skip(11).collect::<Vec<_>>().join(" "));
+    }
+    assert!(attrs[0].contains("user.note="), "{}", attrs[0]);
+    // The dump escapes '=' in names as \x3d.
+    assert!(attrs[0].contains("user.odd%name="), "{}", attrs[0]);
+    assert!(attrs[0].contains("user.a\\x3db="), "{}", attrs[0]);
+    assert_eq!(attrs[0], attrs[1], "bsdtar, both kinds of records");
+    assert_eq!(attrs[0], attrs[2], "bsdtar, LIBARCHIVE records only");
+}

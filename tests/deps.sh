@@ -17,6 +17,8 @@ packages=(
   u-boot-tools u-boot-qemu qemu-system-arm dosfstools mtools cpio kmod debootstrap fdisk openssl binutils
   # benchmarks
   squashfs-tools xdelta3 zstd time
+  # tar writers for the tar input tests
+  libarchive-tools
   # yocto layer lint
   python3-pip python3-venv
 )

@@ -1,8 +1,12 @@
 //! Scanning a root filesystem given as a tar archive (plain, gzip or zstd).
 //!
-//! Tar carries ownership, modes, mtimes, device numbers and (as PAX
-//! `SCHILY.xattr.*` records, as GNU tar writes them with `--xattrs`)
-//! extended attributes, so a builder needs no root privileges.
+//! Tar carries ownership, modes, mtimes, device numbers and extended
+//! attributes, so a builder needs no root privileges. Extended attributes
+//! come as PAX records: `SCHILY.xattr.<name>=<raw value>` (GNU tar
+//! `--xattrs`, with `%` and `=` in names written as `%25` and `%3D`) or
+//! `LIBARCHIVE.xattr.<%-encoded name>=<base64 value>` (bsdtar, which writes
+//! both kinds and %-encodes more characters in its SCHILY names, so its own
+//! records win when present).
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -224,12 +228,23 @@ fn id32(v: u64, what: &str) -> Result<u32, String> {
 }
 
 fn apply_pax(st: &mut Stat, pax: tar::PaxExtensions<'_>) -> Result<(), String> {
+    let mut libarchive_xattrs = Vec::new();
     for ext in pax {
         let ext = ext.map_err(|e| format!("bad PAX record: {e}"))?;
         let key = ext.key().map_err(|e| format!("bad PAX key: {e}"))?;
         if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+            // GNU tar writes '%' and '=' in names as %25 and %3D.
+            let name = name.replace("%3D", "=").replace("%25", "%");
             st.xattrs
-                .insert(Box::from(OsStr::new(name)), Box::from(ext.value_bytes()));
+                .insert(Box::from(OsStr::new(&name)), Box::from(ext.value_bytes()));
+            continue;
+        }
+        if let Some(encoded) = key.strip_prefix("LIBARCHIVE.xattr.") {
+            let name = percent_decode(encoded)
+                .ok_or_else(|| format!("PAX {key}: bad %-encoding in the name"))?;
+            let value = base64_decode(ext.value_bytes())
+                .ok_or_else(|| format!("PAX {key}: the value is not base64"))?;
+            libarchive_xattrs.push((name, value));
             continue;
         }
         let value = || ext.value().map_err(|e| format!("PAX {key}: {e}"));
@@ -245,7 +260,61 @@ fn apply_pax(st: &mut Stat, pax: tar::PaxExtensions<'_>) -> Result<(), String> {
             _ => {}
         }
     }
+    if !libarchive_xattrs.is_empty() {
+        st.xattrs.clear();
+        for (name, value) in libarchive_xattrs {
+            st.xattrs.insert(
+                Box::from(OsStr::from_bytes(&name)),
+                value.into_boxed_slice(),
+            );
+        }
+    }
     Ok(())
+}
+
+/// `user.odd%25name` → `user.odd%name`.
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    Some(out)
+}
+
+/// Standard base64, with or without `=` padding (libarchive writes none).
+fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let digit = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let body = s
+        .strip_suffix(b"==")
+        .or_else(|| s.strip_suffix(b"="))
+        .unwrap_or(s);
+    if body.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() * 3 / 4);
+    for chunk in body.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= digit(c)? << (18 - 6 * i);
+        }
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    Some(out)
 }
 
 /// `123`, `123.5`, `-5.25` → (seconds, nanoseconds).
@@ -301,6 +370,21 @@ mod tests {
         for (s, want) in table {
             assert_eq!(parse_pax_time(s), want, "{s}");
         }
+    }
+
+    #[test]
+    fn libarchive_xattr_encodings() {
+        // What bsdtar 3.6 writes for "hé=llo", [0, 0xff, 0x10] and "".
+        assert_eq!(base64_decode(b"aMOpPWxsbw").unwrap(), "hé=llo".as_bytes());
+        assert_eq!(base64_decode(b"AP8Q").unwrap(), [0, 0xff, 0x10]);
+        assert_eq!(base64_decode(b"aMOpPWxsbw==").unwrap(), "hé=llo".as_bytes());
+        assert_eq!(base64_decode(b"").unwrap(), b"");
+        assert_eq!(base64_decode(b"AP8Q?"), None);
+        assert_eq!(base64_decode(b"A"), None);
+        assert_eq!(percent_decode("user.odd%25name").unwrap(), b"user.odd%name");
+        assert_eq!(percent_decode("a%3Db%0a").unwrap(), b"a=b\n");
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
     }
 
     #[test]
