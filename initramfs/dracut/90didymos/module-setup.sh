@@ -1,6 +1,7 @@
 #!/bin/bash
 # dracut module: didymos-setup-root mounts the slot the bootloader chose
 # (didymos.slot=) from the store partition (didymos.store=) at /sysroot.
+# shellcheck disable=SC2154 # moddir, initdir, systemdsystemunitdir: dracut's
 
 check() {
 	require_binaries didymos-setup-root || return 1
@@ -22,8 +23,10 @@ install() {
 	# The keyring the slot's signature is checked against (the path
 	# system.conf names; the default is below).
 	local keyring
-	keyring=$(sed -n 's/^[[:space:]]*path[[:space:]]*=[[:space:]]*"\(.*\)".*/\1/p' \
-		/etc/didymos/system.conf | head -n1)
+	# The path key of the [keyring] table (other tables have one too).
+	keyring=$(awk -F'"' '/^[[:space:]]*\[/ { table = $0 }
+		table ~ /^[[:space:]]*\[keyring\]/ && /^[[:space:]]*path[[:space:]]*=/ { print $2; exit }' \
+		/etc/didymos/system.conf)
 	inst_simple "${keyring:-/etc/didymos/keyring.pem}"
 	inst_simple /etc/didymos/keyring.pem 2>/dev/null || :
 
