@@ -15,6 +15,8 @@ packages=(
   # tier 3 and e2e: the virtual device
   qemu-system-x86 qemu-utils busybox-static grub-pc-bin grub-efi-amd64-bin grub-emu ovmf
   u-boot-tools u-boot-qemu qemu-system-arm dosfstools mtools cpio kmod debootstrap fdisk openssl binutils
+  # tier 3: initramfs images made by the real generator
+  initramfs-tools
   # benchmarks
   squashfs-tools xdelta3 zstd time
   # tar writers for the tar input tests
