@@ -36,6 +36,8 @@ install() {
 		$SYSTEMCTL -q --root "$initdir" add-requires initrd-root-fs.target \
 			didymos-setup-root.service
 	else
+		# After rootfs-block's parser (95), which would claim root=.
+		inst_hook cmdline 96 "$moddir/didymos-parse.sh"
 		inst_hook mount 10 "$moddir/didymos-mount.sh"
 	fi
 }
