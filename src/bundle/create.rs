@@ -7,7 +7,7 @@
 //! written, the objects it references are copied out of the spools in digest
 //! order, so the same inputs always give the same payload bytes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -20,8 +20,10 @@ use openssl::x509::X509;
 use sha2::{Digest as _, Sha256};
 
 use super::format::{self, Header, MAX_IMAGE_SIZE};
-use super::manifest::MANIFEST_FORMAT;
-use super::{Encoding, IndexEntry, Manifest, ManifestBase, ManifestImage, ManifestObjects};
+use super::manifest::{MANIFEST_FORMAT, MANIFEST_FORMAT_RAW, MAX_RAW_IMAGES};
+use super::{
+    Encoding, IndexEntry, Manifest, ManifestBase, ManifestImage, ManifestObjects, ManifestRaw,
+};
 use crate::Digest;
 use crate::image::{self, FileData, ImageError, SourceTree, TreeStats, VerityHasher};
 
@@ -51,6 +53,9 @@ pub struct CreateOptions {
     pub build: String,
     /// Bundles or composefs images whose objects this (delta) bundle leaves out.
     pub bases: Vec<PathBuf>,
+    /// Raw images for `raw` slots: (slot class, file). Always carried whole,
+    /// also in delta bundles.
+    pub raw: Vec<(String, PathBuf)>,
     /// Creation time (seconds since the epoch); `None` means now. The CLI
     /// fills it from `SOURCE_DATE_EPOCH`.
     pub created: Option<u64>,
@@ -81,6 +86,7 @@ impl CreateOptions {
             description: String::new(),
             build: String::new(),
             bases: Vec::new(),
+            raw: Vec::new(),
             created: None,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             threads: 0,
@@ -268,7 +274,8 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
     } else {
         opts.threads
     };
-    let (tree, digests, records, spools) = scan_and_encode(
+    check_raw_options(&opts.raw)?;
+    let (tree, digests, mut records, spools) = scan_and_encode(
         &opts.rootfs,
         &out_dir,
         &base_objects,
@@ -279,11 +286,14 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
     let image = tree.into_image(&digests)?;
     let image_digest = image::digest_bytes(&image);
     let referenced = image::referenced_objects(&image)?;
-    let carried: Vec<&Digest> = referenced
+    let mut carried: BTreeSet<Digest> = referenced
         .iter()
         .filter(|d| !base_objects.contains(d))
+        .copied()
         .collect();
     let objects_in_base = (referenced.len() - carried.len()) as u64;
+    let raw = add_raw_images(&opts.raw, &spools[0], &mut records, opts.zstd_level)?;
+    carried.extend(raw.iter().map(|r| r.digest));
 
     let mut index = Vec::with_capacity(carried.len());
     let mut at = 0u64;
@@ -292,7 +302,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
             CreateError::Invalid(format!("internal error: object {d} was never encoded"))
         })?;
         index.push(IndexEntry {
-            digest: **d,
+            digest: *d,
             encoding: r.encoding,
             offset: at,
             stored_size: r.stored_size,
@@ -307,7 +317,11 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
             .map_or(0, |d| d.as_secs())
     });
     let manifest = Manifest {
-        format: MANIFEST_FORMAT,
+        format: if raw.is_empty() {
+            MANIFEST_FORMAT
+        } else {
+            MANIFEST_FORMAT_RAW
+        },
         compatible: opts.compatible.clone(),
         version: opts.version.clone(),
         description: opts.description.clone(),
@@ -325,6 +339,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
             index_sha256: hex::encode(Sha256::digest(&index_bytes)),
         },
         bases,
+        raw,
     };
     let manifest_text = manifest.to_toml();
     let signature = signer.sign(manifest_text.as_bytes())?;
@@ -352,7 +367,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         f.write_all(&index_bytes).map_err(out_err)?;
         f.write_all(&image).map_err(out_err)?;
         for d in &carried {
-            let r = &records[*d];
+            let r = &records[d];
             let mut spool = &spools[r.spool];
             spool.seek(SeekFrom::Start(r.offset)).map_err(out_err)?;
             let n = io::copy(&mut spool.take(r.stored_size), f).map_err(out_err)?;
@@ -379,6 +394,100 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         file_size: header.file_size(),
         elapsed: started.elapsed(),
     })
+}
+
+/// Checks `--raw` before any work: valid, distinct slot classes.
+fn check_raw_options(raw: &[(String, PathBuf)]) -> Result<(), CreateError> {
+    if raw.len() > MAX_RAW_IMAGES {
+        return Err(CreateError::Invalid(format!(
+            "{} raw images; a bundle carries at most {MAX_RAW_IMAGES}",
+            raw.len()
+        )));
+    }
+    let mut seen = HashSet::new();
+    for (class, path) in raw {
+        if crate::slot::SlotName::new(class, 0).is_err() {
+            return Err(CreateError::Invalid(format!(
+                "--raw {class}={}: {class:?} is not a slot class (letters, digits, '-' or '_')",
+                path.display()
+            )));
+        }
+        if !seen.insert(class) {
+            return Err(CreateError::Invalid(format!(
+                "--raw {class}= is given twice; a bundle carries one raw image per slot class"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Hashes each raw image (fs-verity digest and plain SHA-256) and spools it
+/// as an object unless an identical object is spooled already.
+fn add_raw_images(
+    raw: &[(String, PathBuf)],
+    spool: &File,
+    records: &mut BTreeMap<Digest, Record>,
+    level: i32,
+) -> Result<Vec<ManifestRaw>, CreateError> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (class, path) in raw {
+        let read_err = |source| CreateError::ReadInput {
+            what: "raw image",
+            path: path.clone(),
+            source,
+        };
+        let mut file = File::open(path).map_err(read_err)?;
+        let mut verity = VerityHasher::new();
+        let mut sha = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = file.read(&mut buf).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            verity.update(&buf[..n]);
+            sha.update(&buf[..n]);
+        }
+        let size = verity.len();
+        if size == 0 {
+            return Err(CreateError::Invalid(format!(
+                "raw image {} for class {class:?} is empty",
+                path.display()
+            )));
+        }
+        let digest = verity.finish();
+        if let std::collections::btree_map::Entry::Vacant(slot) = records.entry(digest) {
+            let claimed = Mutex::new(HashSet::new());
+            let (again, record) = encode_one(
+                &mut &*spool,
+                0,
+                size,
+                FileData::Path(path.clone()),
+                &HashSet::new(),
+                &claimed,
+                level,
+            )
+            .map_err(|e| CreateError::Invalid(format!("raw image {}: {e}", path.display())))?;
+            match record {
+                Some(r) if again == digest => {
+                    slot.insert(r);
+                }
+                _ => {
+                    return Err(CreateError::Invalid(format!(
+                        "raw image {} changed while being read",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        out.push(ManifestRaw {
+            class: class.clone(),
+            digest,
+            size,
+            sha256: hex::encode(sha.finalize()),
+        });
+    }
+    Ok(out)
 }
 
 /// Reads the bases: each a bundle (its image checked against its manifest)

@@ -2,8 +2,16 @@
 
 use crate::Digest;
 
-/// The manifest format (and bundle format) version this build writes.
+/// The manifest format this build writes for a bundle without raw images
+/// (readable by every didymos).
 pub const MANIFEST_FORMAT: u32 = 1;
+/// The manifest format of a bundle that carries raw images (`[[raw]]`): a
+/// reader that predates them refuses it rather than install half of it.
+pub const MANIFEST_FORMAT_RAW: u32 = 2;
+/// The newest manifest format this build reads.
+pub const MAX_MANIFEST_FORMAT: u32 = MANIFEST_FORMAT_RAW;
+/// Most raw images one bundle may carry.
+pub const MAX_RAW_IMAGES: usize = 64;
 
 /// The manifest: what the signature covers. Serialized as TOML.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -24,6 +32,9 @@ pub struct Manifest {
     /// For delta bundles: the images whose objects this bundle leaves out.
     #[serde(default, rename = "base", skip_serializing_if = "Vec::is_empty")]
     pub bases: Vec<ManifestBase>,
+    /// Raw images (firmware, bootloader) for `raw` slots, one per slot class.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub raw: Vec<ManifestRaw>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,6 +68,19 @@ pub struct ManifestBase {
     pub version: String,
 }
 
+/// A raw image: an object of the bundle written whole to a `raw` slot's device.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ManifestRaw {
+    /// The slot class it is for (`bootloader` for `[slot.bootloader.N]`).
+    pub class: String,
+    /// fs-verity digest: the object index entry holding the image.
+    pub digest: Digest,
+    pub size: u64,
+    /// Plain SHA-256 of the image, for comparing with other tools.
+    pub sha256: String,
+}
+
 /// Why manifest bytes are not a valid manifest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
@@ -65,7 +89,7 @@ pub enum ManifestError {
     #[error("manifest: {0}")]
     Syntax(String),
     #[error(
-        "manifest format {found} is not supported (this build reads format {MANIFEST_FORMAT}); use a newer didymos"
+        "manifest format {found} is not supported (this build reads formats 1 to {MAX_MANIFEST_FORMAT}); use a newer didymos"
     )]
     UnsupportedFormat { found: u32 },
     #[error("manifest: {0}")]
@@ -77,9 +101,10 @@ impl Manifest {
     pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         let text = std::str::from_utf8(bytes).map_err(|e| ManifestError::NotUtf8(e.to_string()))?;
         let m: Manifest = toml::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
-        if m.format != MANIFEST_FORMAT {
+        if !(MANIFEST_FORMAT..=MAX_MANIFEST_FORMAT).contains(&m.format) {
             return Err(ManifestError::UnsupportedFormat { found: m.format });
         }
+        m.check_raw()?;
         if m.compatible.is_empty() {
             return Err(ManifestError::Invalid("compatible is empty".into()));
         }
@@ -92,13 +117,62 @@ impl Manifest {
                 "objects.index-sha256 {sha:?} is not 64 hexadecimal digits"
             )));
         }
-        if m.objects.count > m.objects.referenced {
+        // Every carried object is referenced by the image or is a raw image.
+        let carriable = m.objects.referenced + m.raw.len() as u64;
+        if m.objects.count > carriable {
             return Err(ManifestError::Invalid(format!(
-                "objects.count {} is larger than objects.referenced {}",
-                m.objects.count, m.objects.referenced
+                "objects.count {} is larger than objects.referenced {} plus {} raw image(s)",
+                m.objects.count,
+                m.objects.referenced,
+                m.raw.len()
             )));
         }
         Ok(m)
+    }
+
+    fn check_raw(&self) -> Result<(), ManifestError> {
+        if self.raw.is_empty() {
+            return Ok(());
+        }
+        if self.format < MANIFEST_FORMAT_RAW {
+            return Err(ManifestError::Invalid(format!(
+                "[[raw]] images need format = {MANIFEST_FORMAT_RAW}, but the manifest says format = {}",
+                self.format
+            )));
+        }
+        if self.raw.len() > MAX_RAW_IMAGES {
+            return Err(ManifestError::Invalid(format!(
+                "{} raw images; at most {MAX_RAW_IMAGES} are allowed",
+                self.raw.len()
+            )));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &self.raw {
+            if crate::slot::SlotName::new(&r.class, 0).is_err() {
+                return Err(ManifestError::Invalid(format!(
+                    "raw image class {:?} is not a slot class (letters, digits, '-' or '_')",
+                    r.class
+                )));
+            }
+            if !seen.insert(r.class.as_str()) {
+                return Err(ManifestError::Invalid(format!(
+                    "two raw images for class {:?}",
+                    r.class
+                )));
+            }
+            if r.sha256.len() != 64 || !r.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ManifestError::Invalid(format!(
+                    "raw image {:?}: sha256 {:?} is not 64 hexadecimal digits",
+                    r.class, r.sha256
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The raw image for slot class `class`, if the bundle carries one.
+    pub fn raw_image(&self, class: &str) -> Option<&ManifestRaw> {
+        self.raw.iter().find(|r| r.class == class)
     }
 
     /// The canonical TOML text (what gets signed).
@@ -139,7 +213,49 @@ mod tests {
                 image: Digest([2; 32]),
                 version: "0.9".into(),
             }],
+            raw: Vec::new(),
         }
+    }
+
+    fn with_raw() -> Manifest {
+        let mut m = sample();
+        m.format = MANIFEST_FORMAT_RAW;
+        m.raw = vec![ManifestRaw {
+            class: "bootloader".into(),
+            digest: Digest([3; 32]),
+            size: 1000,
+            sha256: "cd".repeat(32),
+        }];
+        m
+    }
+
+    #[test]
+    fn raw_round_trip_and_checks() {
+        let m = with_raw();
+        assert_eq!(Manifest::parse(m.to_toml().as_bytes()).unwrap(), m);
+        assert_eq!(m.raw_image("bootloader").unwrap().size, 1000);
+        assert!(m.raw_image("rootfs").is_none());
+        let good = m.to_toml();
+        let mut two = with_raw();
+        two.raw.push(two.raw[0].clone());
+        let table: Vec<(String, &str)> = vec![
+            (good.replace("format = 2", "format = 1"), "need format = 2"),
+            (good.replace("format = 2", "format = 3"), "format 3"),
+            (
+                good.replace("\"bootloader\"", "\"boot loader\""),
+                "not a slot class",
+            ),
+            (good.replace(&"cd".repeat(32), "cd"), "sha256"),
+            (two.to_toml(), "two raw images"),
+            (good.replace("count = 1", "count = 4"), "plus 1 raw image"),
+        ];
+        for (text, want) in table {
+            let err = Manifest::parse(text.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+        // One raw image may be carried beyond the referenced objects.
+        let three = good.replace("count = 1", "count = 3");
+        assert!(Manifest::parse(three.as_bytes()).is_ok());
     }
 
     #[test]

@@ -31,7 +31,9 @@ pub mod source;
 mod verify;
 
 pub use error::BundleError;
-pub use manifest::{Manifest, ManifestBase, ManifestError, ManifestImage, ManifestObjects};
+pub use manifest::{
+    Manifest, ManifestBase, ManifestError, ManifestImage, ManifestObjects, ManifestRaw,
+};
 pub use read::{Bundle, VerifiedBundle};
 pub use source::{FileSource, ReadAt};
 pub use verify::PayloadReport;

@@ -153,6 +153,25 @@ impl Bundle {
                 )));
             }
         }
+        // Each raw image must be an object of the checked index, of its size.
+        for r in &m.raw {
+            let found = index
+                .binary_search_by(|e| e.digest.cmp(&r.digest))
+                .ok()
+                .map(|i| index[i].size);
+            if found != Some(r.size) {
+                return Err(BundleError::IndexInvalid(format!(
+                    "raw image {:?} ({} bytes, {}) is {}",
+                    r.class,
+                    r.size,
+                    r.digest,
+                    match found {
+                        None => "not in the object index".to_owned(),
+                        Some(n) => format!("{n} bytes in the object index"),
+                    }
+                )));
+            }
+        }
         Ok(VerifiedBundle {
             bundle: self,
             signer,

@@ -19,7 +19,7 @@ pub struct PayloadReport {
 
 impl VerifiedBundle {
     /// Checks the image against the manifest, that the image references every
-    /// carried object (and as many as the manifest says), and every carried
+    /// carried object that is not a raw image (and as many as the manifest says), and every carried
     /// object's fs-verity digest. Uses all cores; `progress(done, total)` is
     /// called as objects finish. On failure, reports the failing object that
     /// comes first in the index.
@@ -37,10 +37,12 @@ impl VerifiedBundle {
                 referenced.len()
             )));
         }
+        let raw: std::collections::BTreeSet<_> =
+            self.manifest().raw.iter().map(|r| r.digest).collect();
         if let Some(e) = self
             .index()
             .iter()
-            .find(|e| !referenced.contains(&e.digest))
+            .find(|e| !referenced.contains(&e.digest) && !raw.contains(&e.digest))
         {
             return Err(BundleError::ObjectNotReferenced(e.digest));
         }

@@ -54,6 +54,10 @@ pub struct CreateArgs {
     /// Make a delta bundle leaving out objects this bundle or composefs image already has (repeatable).
     #[arg(long, value_name = "BUNDLE|IMAGE")]
     base: Vec<PathBuf>,
+    /// Add a raw image for the `raw` slots of a slot class, e.g. `bootloader=u-boot.img`
+    /// (repeatable; always carried whole, also in delta bundles).
+    #[arg(long, value_name = "CLASS=FILE", value_parser = parse_raw)]
+    raw: Vec<(String, PathBuf)>,
     /// zstd compression level for objects.
     #[arg(long, default_value_t = create::DEFAULT_ZSTD_LEVEL)]
     zstd_level: i32,
@@ -190,6 +194,18 @@ fn source_date_epoch() -> anyhow::Result<Option<u64>> {
     }
 }
 
+/// `CLASS=FILE` of `--raw`.
+fn parse_raw(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((class, file)) if !class.is_empty() && !file.is_empty() => {
+            Ok((class.to_owned(), PathBuf::from(file)))
+        }
+        _ => Err(format!(
+            "{s:?} is not CLASS=FILE (e.g. bootloader=u-boot.img)"
+        )),
+    }
+}
+
 fn create_cmd(a: CreateArgs) -> anyhow::Result<ExitCode> {
     let opts = CreateOptions {
         rootfs: a.rootfs,
@@ -203,6 +219,7 @@ fn create_cmd(a: CreateArgs) -> anyhow::Result<ExitCode> {
         description: a.description,
         build: a.build,
         bases: a.base,
+        raw: a.raw,
         created: source_date_epoch()?,
         zstd_level: a.zstd_level,
         threads: a.threads,
@@ -225,6 +242,12 @@ fn create_cmd(a: CreateArgs) -> anyhow::Result<ExitCode> {
         m.objects.referenced,
         s.objects_in_base
     );
+    for r in &m.raw {
+        println!(
+            "  raw        {} {} ({} bytes, sha256 {})",
+            r.class, r.digest, r.size, r.sha256
+        );
+    }
     println!(
         "  tree       {} directories, {} files ({} inline), {} symlinks, {} devices, {} hardlinks",
         s.tree.directories,
@@ -265,6 +288,9 @@ fn verify_cmd(a: VerifyArgs, global: &Global) -> anyhow::Result<ExitCode> {
         "  objects    {} checked ({} bytes), {} referenced",
         report.checked, report.bytes, report.referenced
     );
+    for r in &v.manifest().raw {
+        println!("  raw        {} {} ({} bytes)", r.class, r.digest, r.size);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -131,7 +131,7 @@ fn readable(path: &std::path::Path, m: &Manifest, file_size: u64, verdict: &Verd
             "Type:",
             format!(
                 "delta ({} objects expected on the device)",
-                m.objects.referenced - m.objects.count
+                (m.objects.referenced + m.raw.len() as u64).saturating_sub(m.objects.count)
             ),
         );
         for b in &m.bases {
@@ -142,6 +142,13 @@ fn readable(path: &std::path::Path, m: &Manifest, file_size: u64, verdict: &Verd
             };
             line("Base image:", format!("{}{v}", b.image));
         }
+    }
+    for r in &m.raw {
+        line(
+            "Raw image:",
+            format!("{} {} ({} bytes)", r.class, r.digest, r.size),
+        );
+        line("", format!("sha256 {}", r.sha256));
     }
     match verdict {
         Verdict::Skipped => line("Verified:", "not checked (--no-verify)".into()),

@@ -478,6 +478,7 @@ mod tests {
                 image: "33".repeat(32).parse().unwrap(),
                 version: "1.0".into(),
             }],
+            raw: Vec::new(),
         };
         let info = BundleInfo {
             manifest_text: manifest.to_toml(),
