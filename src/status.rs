@@ -3,8 +3,9 @@
 use serde::Serialize;
 
 use crate::boot::BootState;
+use crate::config::SlotKind;
 use crate::config::SystemConfig;
-use crate::slot::{Bootname, SlotName, SlotRecord};
+use crate::slot::{Bootname, RawRecord, SlotName, SlotRecord};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -44,6 +45,9 @@ pub struct SlotStatus {
     pub attempts_left: Option<u32>,
     /// What is installed, if anything.
     pub record: Option<SlotRecord>,
+    /// For a `raw` slot: the image written to its device, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<RawRecord>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +78,10 @@ pub fn collect(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
     };
     let mut slots = Vec::new();
     for slot in &config.slots {
-        let record = SlotRecord::load(&config.store.path, &slot.name).ok();
+        let (record, raw) = match slot.kind {
+            SlotKind::Composefs => (SlotRecord::load(&config.store.path, &slot.name).ok(), None),
+            SlotKind::Raw => (None, RawRecord::load(&config.store.path, &slot.name).ok()),
+        };
         let (boot_status, attempts_left) = match &slot.bootname {
             Some(b) => (Some(bootloader.get_state(b)?), bootloader.attempts_left(b)?),
             None => (None, None),
@@ -97,6 +104,7 @@ pub fn collect(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
             boot_status,
             attempts_left,
             record,
+            raw,
         });
     }
     let system_version = booted

@@ -175,6 +175,18 @@ fn readable_slot(o: &mut String, slot: &SlotStatus, detailed: bool) {
             }
         }
     }
+    if let Some(r) = &slot.raw {
+        let _ = writeln!(o, "    bundle version: {}", r.bundle_version);
+        let _ = writeln!(o, "    installed: {}", r.installed_timestamp);
+        let _ = writeln!(o, "    sha256: {} ({} bytes)", r.sha256, r.size);
+        if detailed {
+            let _ = writeln!(o, "    bundle hash: {}", r.bundle_hash);
+            let _ = writeln!(o, "    image: {}", r.digest);
+            let _ = writeln!(o, "    installed with: {}", r.parent);
+            let _ = writeln!(o, "    installed count: {}", r.installed_count);
+        }
+        return;
+    }
     match &slot.record {
         None => {
             let _ = writeln!(o, "    installed: (nothing)");
@@ -258,15 +270,21 @@ fn shell(s: &SystemStatus) -> String {
         );
         kv(
             &format!("DIDYMOS_SLOT_BUNDLE_VERSION_{n}"),
-            slot.record
-                .as_ref()
-                .map_or("", |r| r.bundle_version.as_str()),
+            slot.record.as_ref().map_or_else(
+                || slot.raw.as_ref().map_or("", |r| r.bundle_version.as_str()),
+                |r| r.bundle_version.as_str(),
+            ),
         );
         kv(
             &format!("DIDYMOS_SLOT_INSTALLED_TIMESTAMP_{n}"),
-            slot.record
-                .as_ref()
-                .map_or("", |r| r.installed_timestamp.as_str()),
+            slot.record.as_ref().map_or_else(
+                || {
+                    slot.raw
+                        .as_ref()
+                        .map_or("", |r| r.installed_timestamp.as_str())
+                },
+                |r| r.installed_timestamp.as_str(),
+            ),
         );
     }
     o
@@ -276,7 +294,7 @@ fn shell(s: &SystemStatus) -> String {
 mod tests {
     use super::*;
     use didymos::boot::BootState;
-    use didymos::slot::{Bootname, SlotName, SlotRecord};
+    use didymos::slot::{Bootname, RawRecord, SlotName, SlotRecord};
 
     fn sample() -> SystemStatus {
         let slot = |n: &str, b: &str, state: &str, bs, rec: Option<(&str, &str)>| SlotStatus {
@@ -303,6 +321,7 @@ mod tests {
                 activated_timestamp: Some(t.into()),
                 activated_count: 1,
             }),
+            raw: None,
         };
         SystemStatus {
             compatible: "didymos-demo".into(),
@@ -329,6 +348,29 @@ mod tests {
                     BootState::Good,
                     Some(("2.0", "2026-11-21T10:00:00Z")),
                 ),
+                SlotStatus {
+                    name: SlotName::parse("bootloader.1").unwrap(),
+                    class: "bootloader".into(),
+                    kind: "raw".into(),
+                    bootname: None,
+                    device: Some("/dev/mmcblk0boot1".into()),
+                    parent: Some(SlotName::parse("rootfs.1").unwrap()),
+                    state: "inactive".into(),
+                    boot_status: None,
+                    attempts_left: None,
+                    record: None,
+                    raw: Some(RawRecord {
+                        slot: SlotName::parse("bootloader.1").unwrap(),
+                        parent: SlotName::parse("rootfs.1").unwrap(),
+                        digest: didymos::Digest([0x5a; 32]),
+                        sha256: "e3".repeat(32),
+                        size: 524288,
+                        bundle_version: "2.0".into(),
+                        bundle_hash: "cd".repeat(32),
+                        installed_timestamp: "2026-11-21T10:00:00Z".into(),
+                        installed_count: 1,
+                    }),
+                },
             ],
         }
     }
@@ -367,7 +409,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
-            "didymos-demo|rootfs.0 rootfs.1"
+            "didymos-demo|rootfs.0 rootfs.1 bootloader.1"
         );
     }
 }

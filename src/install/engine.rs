@@ -2,8 +2,9 @@
 //!
 //! verify → checks (compatible, version, target slot, delta base, space) →
 //! journal → mark the target bad → write missing objects → write the image →
-//! check every reference → write the slot record → boot files → post-install
-//! → mark active (the commit point) → drop the journal → garbage-collect.
+//! check every reference → write raw images to the target's raw child slots →
+//! write the slot record → boot files → post-install → mark active (the
+//! commit point) → drop the journal → garbage-collect.
 
 use std::collections::BTreeSet;
 
@@ -48,7 +49,11 @@ fn slow_objects() {
     }
 }
 
-/// The names of the failpoints, in the order the install passes them.
+/// The names of the failpoints, in the order the install passes them. Two
+/// more fire only when the bundle carries raw images for the target:
+/// `raw-half-written` (half of the first image is on the device) and
+/// `raw-written` (an image is on the device and synced), both between
+/// `image-written` and `record-written`.
 pub const FAILPOINTS: &[&str] = &[
     "verified",
     "journal-written",
@@ -210,7 +215,10 @@ pub fn install(
         .filter(|e| needed.contains(&e.digest))
         .cloned()
         .collect();
-    let needed_space = estimated_space(&to_write, image.len() as u64);
+    let raw_plan = super::raw::plan(config, target, &bundle)?;
+    // Each raw image passes through tmp/ of the store, one at a time.
+    let needed_space = estimated_space(&to_write, image.len() as u64)
+        + raw_plan.iter().map(|w| w.image.size).max().unwrap_or(0);
     let available = store.available_space()?;
     if needed_space > available && !skip_space_check() {
         return Err(InstallError::NoSpace {
@@ -218,19 +226,6 @@ pub fn install(
             needed: needed_space,
             available,
         });
-    }
-    for slot in config
-        .slots
-        .iter()
-        .filter(|s| s.parent.as_ref() == Some(&target.name))
-    {
-        if slot.kind == SlotKind::Raw {
-            return Err(InstallError::NoTargetSlot(format!(
-                "{} (child of {}) is a raw slot, and bundle format 1 carries no raw \
-                 payloads; remove it from system.conf or install it separately",
-                slot.name, target.name
-            )));
-        }
     }
 
     let mut handler_env = handler_env(config, target, &bundle);
@@ -278,6 +273,7 @@ pub fn install(
         &image,
         &referenced,
         &to_write,
+        &raw_plan,
         previous,
         &started,
     )
@@ -348,6 +344,7 @@ fn write_slot(
     image: &[u8],
     referenced: &BTreeSet<Digest>,
     to_write: &[crate::bundle::IndexEntry],
+    raw_plan: &[super::raw::RawWrite],
     previous: Option<SlotRecord>,
     started: &str,
 ) -> Result<(u64, u64), InstallError> {
@@ -389,6 +386,39 @@ fn write_slot(
             "object {missing} is referenced by the new image but missing from the store; \
              the slot was not activated"
         ))));
+    }
+
+    let raw_total: u64 = raw_plan.iter().map(|w| w.image.size).sum();
+    let mut raw_done = 0u64;
+    for w in raw_plan {
+        r.check_cancel()?;
+        r.step(
+            89,
+            format!(
+                "Writing raw image {} to {} ({})",
+                w.image.class,
+                w.slot,
+                w.device.display()
+            ),
+            2,
+        );
+        super::raw::write(
+            store,
+            bundle,
+            w,
+            &target.name,
+            started,
+            &config.store.path,
+            &mut |n| {
+                r.step(
+                    89,
+                    format!("Writing raw images ({} of {raw_total} bytes)", raw_done + n),
+                    3,
+                )
+            },
+            &failpoint,
+        )?;
+        raw_done += w.image.size;
     }
 
     r.step(90, "Writing the slot record", 2);

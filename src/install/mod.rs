@@ -10,6 +10,7 @@ mod engine;
 mod handlers;
 pub mod journal;
 mod lock;
+mod raw;
 pub mod version;
 
 pub use engine::{FAILPOINTS, check, install};
@@ -99,6 +100,8 @@ pub enum InstallError {
     NoTargetSlot(String),
     #[error("{0}")]
     MissingBaseObjects(String),
+    #[error("raw image {class:?}: {message}")]
+    Raw { class: String, message: String },
     #[error(
         "not enough space in {path}: the install needs {needed} bytes but {available} are free; \
          free space (didymos gc) or use a smaller (delta) bundle"

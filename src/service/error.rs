@@ -126,9 +126,10 @@ impl From<InstallError> for Error {
             InstallError::Cancelled => Self::Cancelled(msg),
             InstallError::Bootloader(_) => Self::Bootloader(msg),
             InstallError::Handler { .. } => Self::Handler(msg),
-            InstallError::Keyring(_) | InstallError::Store(_) | InstallError::Io { .. } => {
-                Self::Failed(msg)
-            }
+            InstallError::Keyring(_)
+            | InstallError::Store(_)
+            | InstallError::Io { .. }
+            | InstallError::Raw { .. } => Self::Failed(msg),
         }
     }
 }

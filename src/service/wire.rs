@@ -13,7 +13,7 @@ use super::error::Error;
 use crate::boot::BootState;
 use crate::bundle::{Manifest, SignerInfo};
 use crate::install::InstallOptions;
-use crate::slot::{Bootname, SlotName, SlotRecord};
+use crate::slot::{Bootname, RawRecord, SlotName, SlotRecord};
 use crate::status::SlotStatus;
 
 /// An `a{sv}` dictionary as received or sent.
@@ -164,6 +164,17 @@ pub fn slot_status(slot: &SlotStatus) -> Result<(String, Dict), Error> {
             .put_opt("activated.timestamp", r.activated_timestamp.as_deref())?
             .put("activated.count", count(r.activated_count))?;
     }
+    if let Some(r) = &slot.raw {
+        // RAUC's keys for what a raw slot holds, plus its fs-verity digest.
+        d = d
+            .put("bundle.version", r.bundle_version.as_str())?
+            .put("bundle.hash", r.bundle_hash.as_str())?
+            .put("sha256", r.sha256.as_str())?
+            .put("size", r.size)?
+            .put("image.digest", r.digest.to_string())?
+            .put("installed.timestamp", r.installed_timestamp.as_str())?
+            .put("installed.count", count(r.installed_count))?;
+    }
     Ok((slot.name.to_string(), d.build()))
 }
 
@@ -188,6 +199,48 @@ pub fn slot_status_from_wire(name: &str, d: &Dict) -> Result<SlotStatus, String>
     };
     let required = |key: &str| text(key)?.ok_or_else(|| bad(key, "is missing"));
     let slot = SlotName::parse(name).map_err(|e| e.to_string())?;
+    let kind = required("type")?;
+    let parent = text("parent")?
+        .map(|p| SlotName::parse(&p))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let digest = |key: &str| {
+        required(key)?
+            .parse()
+            .map_err(|e| bad(key, &format!("is not a digest: {e}")))
+    };
+    if kind == "raw" {
+        let raw = match (text("sha256")?, &parent) {
+            (Some(sha256), Some(parent)) => Some(RawRecord {
+                slot: slot.clone(),
+                parent: parent.clone(),
+                digest: digest("image.digest")?,
+                sha256,
+                size: match d.get("size").map(|v| &**v) {
+                    Some(Value::U64(n)) => *n,
+                    _ => return Err(bad("size", "is not a u64")),
+                },
+                bundle_version: required("bundle.version")?,
+                bundle_hash: required("bundle.hash")?,
+                installed_timestamp: required("installed.timestamp")?,
+                installed_count: number("installed.count")?.unwrap_or(0).into(),
+            }),
+            _ => None,
+        };
+        return Ok(SlotStatus {
+            name: slot,
+            class: required("class")?,
+            kind,
+            bootname: None,
+            device: text("device")?,
+            parent,
+            state: required("state")?,
+            boot_status: None,
+            attempts_left: None,
+            record: None,
+            raw,
+        });
+    }
     let bootname = text("bootname")?
         .map(|b| Bootname::new(&b))
         .transpose()
@@ -203,9 +256,7 @@ pub fn slot_status_from_wire(name: &str, d: &Dict) -> Result<SlotStatus, String>
         Some(bundle_version) => Some(SlotRecord {
             slot: slot.clone(),
             bootname: bootname.clone(),
-            image: required("image.digest")?
-                .parse()
-                .map_err(|e| bad("image.digest", &format!("is not a digest: {e}")))?,
+            image: digest("image.digest")?,
             bundle_compatible: required("bundle.compatible")?,
             bundle_version,
             bundle_description: text("bundle.description")?.unwrap_or_default(),
@@ -220,17 +271,15 @@ pub fn slot_status_from_wire(name: &str, d: &Dict) -> Result<SlotStatus, String>
     Ok(SlotStatus {
         name: slot,
         class: required("class")?,
-        kind: required("type")?,
+        kind,
         bootname,
         device: text("device")?,
-        parent: text("parent")?
-            .map(|p| SlotName::parse(&p))
-            .transpose()
-            .map_err(|e| e.to_string())?,
+        parent,
         state: required("state")?,
         boot_status,
         attempts_left: number("attempts-left")?,
         record,
+        raw: None,
     })
 }
 
@@ -410,6 +459,7 @@ mod tests {
                 boot_status: Some(BootState::Good),
                 attempts_left: Some(3),
                 record: Some(record),
+                raw: None,
             },
             SlotStatus {
                 name: SlotName::parse("bootloader.0").unwrap(),
@@ -417,11 +467,35 @@ mod tests {
                 kind: "raw".into(),
                 bootname: None,
                 device: Some("/dev/mmcblk0boot0".into()),
+                parent: Some(name.clone()),
+                state: "inactive".into(),
+                boot_status: None,
+                attempts_left: None,
+                record: None,
+                raw: None,
+            },
+            SlotStatus {
+                name: SlotName::parse("bootloader.1").unwrap(),
+                class: "bootloader".into(),
+                kind: "raw".into(),
+                bootname: None,
+                device: Some("/dev/mmcblk0boot1".into()),
                 parent: Some(name),
                 state: "inactive".into(),
                 boot_status: None,
                 attempts_left: None,
                 record: None,
+                raw: Some(RawRecord {
+                    slot: SlotName::parse("bootloader.1").unwrap(),
+                    parent: SlotName::parse("rootfs.1").unwrap(),
+                    digest: "33".repeat(32).parse().unwrap(),
+                    sha256: "44".repeat(32),
+                    size: 5 << 32,
+                    bundle_version: "2.0".into(),
+                    bundle_hash: "ab".repeat(32),
+                    installed_timestamp: "2025-01-01T00:00:00Z".into(),
+                    installed_count: 3,
+                }),
             },
         ];
         for slot in cases {
@@ -450,6 +524,7 @@ mod tests {
             boot_status: None,
             attempts_left: None,
             record: None,
+            raw: None,
         }
     }
 

@@ -6,4 +6,4 @@ pub mod record;
 
 pub use booted::Booted;
 pub use name::{Bootname, BootnameError, SlotName, SlotNameError};
-pub use record::SlotRecord;
+pub use record::{RawRecord, SlotRecord};

@@ -8,6 +8,10 @@
 //!
 //! The manifest and signature are kept so the initramfs can re-check the
 //! trust chain at every boot without the bundle.
+//!
+//! A `raw` slot has `raw.toml` instead ([`RawRecord`]): what was written to
+//! its device. It is removed before the device is written and saved once the
+//! written bytes were read back and compared.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +26,7 @@ pub const MAX_RECORD_FILE: u64 = 1024 * 1024;
 pub const RECORD_FILE: &str = "record.toml";
 pub const MANIFEST_FILE: &str = "manifest.toml";
 pub const SIGNATURE_FILE: &str = "manifest.sig";
+pub const RAW_RECORD_FILE: &str = "raw.toml";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -48,6 +53,90 @@ pub struct SlotRecord {
     pub activated_timestamp: Option<String>,
     #[serde(default)]
     pub activated_count: u64,
+}
+
+/// What an install wrote to a `raw` slot's device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawRecord {
+    pub slot: SlotName,
+    /// The composefs slot it was installed with.
+    pub parent: SlotName,
+    /// fs-verity digest of the image (as named by the bundle's manifest).
+    pub digest: Digest,
+    /// Plain SHA-256 of the image.
+    pub sha256: String,
+    /// Bytes written at offset 0 of the device.
+    pub size: u64,
+    pub bundle_version: String,
+    /// SHA-256 of the signed manifest (identifies the bundle).
+    pub bundle_hash: String,
+    /// RFC 3339, UTC.
+    pub installed_timestamp: String,
+    pub installed_count: u64,
+}
+
+impl RawRecord {
+    /// Reads `slots/<slot>/raw.toml` under `store_root`.
+    pub fn load(store_root: &Path, slot: &SlotName) -> Result<Self, RecordError> {
+        let path = slot_dir(store_root, slot).join(RAW_RECORD_FILE);
+        let text = match crate::util::read_bounded_to_string(&path, MAX_RECORD_FILE) {
+            Ok(t) => t,
+            Err(crate::util::BoundedReadError::Io(e))
+                if e.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(RecordError::Missing {
+                    slot: slot.clone(),
+                    path,
+                });
+            }
+            Err(e) => {
+                return Err(RecordError::Read {
+                    path,
+                    message: e.to_string(),
+                });
+            }
+        };
+        let record: RawRecord = toml::from_str(&text).map_err(|e| RecordError::Parse {
+            path: path.clone(),
+            message: e.message().to_owned(),
+        })?;
+        if &record.slot != slot {
+            return Err(RecordError::Parse {
+                path,
+                message: format!(
+                    "names slot {} but lives in the directory of {slot}",
+                    record.slot
+                ),
+            });
+        }
+        Ok(record)
+    }
+
+    /// Writes the record atomically.
+    pub fn save(&self, store_root: &Path) -> Result<(), RecordError> {
+        let dir = slot_dir(store_root, &self.slot);
+        std::fs::create_dir_all(&dir).map_err(|source| RecordError::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(RAW_RECORD_FILE);
+        let text = toml::to_string(self).expect("raw records always serialize");
+        crate::util::write_atomic(&path, text.as_bytes())
+            .map_err(|source| RecordError::Write { path, source })
+    }
+
+    /// Removes the record (durably), before the device is written.
+    pub fn remove(store_root: &Path, slot: &SlotName) -> Result<(), RecordError> {
+        let dir = slot_dir(store_root, slot);
+        let path = dir.join(RAW_RECORD_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => crate::util::fsync_dir(&dir)
+                .map_err(|source| RecordError::Write { path: dir, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(RecordError::Write { path, source }),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +299,47 @@ mod tests {
         SlotRecord::remove(dir.path(), &slot).unwrap();
         assert!(matches!(
             SlotRecord::load(dir.path(), &slot),
+            Err(RecordError::Missing { .. })
+        ));
+    }
+
+    #[test]
+    fn raw_record_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let slot = SlotName::parse("bootloader.1").unwrap();
+        let record = RawRecord {
+            slot: slot.clone(),
+            parent: SlotName::parse("rootfs.1").unwrap(),
+            digest: Digest([9; 32]),
+            sha256: "ef".repeat(32),
+            size: 1234,
+            bundle_version: "2.0".into(),
+            bundle_hash: "00".repeat(32),
+            installed_timestamp: "2026-01-01T00:00:00Z".into(),
+            installed_count: 1,
+        };
+        record.save(dir.path()).unwrap();
+        assert_eq!(RawRecord::load(dir.path(), &slot).unwrap(), record);
+        // The composefs record of the same slot is a different file.
+        assert!(matches!(
+            SlotRecord::load(dir.path(), &slot),
+            Err(RecordError::Missing { .. })
+        ));
+        let other = SlotName::parse("bootloader.0").unwrap();
+        std::fs::create_dir_all(slot_dir(dir.path(), &other)).unwrap();
+        std::fs::copy(
+            slot_dir(dir.path(), &slot).join(RAW_RECORD_FILE),
+            slot_dir(dir.path(), &other).join(RAW_RECORD_FILE),
+        )
+        .unwrap();
+        assert!(matches!(
+            RawRecord::load(dir.path(), &other),
+            Err(RecordError::Parse { .. })
+        ));
+        RawRecord::remove(dir.path(), &slot).unwrap();
+        RawRecord::remove(dir.path(), &slot).unwrap();
+        assert!(matches!(
+            RawRecord::load(dir.path(), &slot),
             Err(RecordError::Missing { .. })
         ));
     }

@@ -241,6 +241,16 @@ impl Store {
         }
     }
 
+    /// A new, empty temporary file in `tmp/` (removed on drop, and by
+    /// [`Store::clean_tmp`] after a power cut).
+    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
+        let tmp_dir = self.tmp_dir();
+        tempfile::Builder::new()
+            .prefix("raw.")
+            .tempfile_in(&tmp_dir)
+            .map_err(|e| StoreError::io(&tmp_dir, "cannot create temporary file", e))
+    }
+
     /// Writes content to a temporary file in `tmp/` (not yet synced).
     fn stage(
         &self,
