@@ -1,11 +1,14 @@
 //! Tier 1 (and one root-only test): raw images in bundles and their install
 //! into the `raw` child slots of the target slot.
 
+#[path = "common/bundle.rs"]
+mod common_bundle;
 #[path = "common/device.rs"]
 mod device;
 
 use std::path::{Path, PathBuf};
 
+use common_bundle::pseudo_random;
 use device::Device;
 use didymos::boot::{BootState, Bootloader};
 use didymos::bundle::{Bundle, Region};
@@ -27,18 +30,6 @@ parent = "rootfs.1"
 "#;
 
 const DEVICE_SIZE: usize = 256 * 1024;
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 /// A firmware image: random bytes, then a compressible tail.
 fn firmware(d: &Device, name: &str, len: usize, seed: u64) -> (PathBuf, Vec<u8>) {

@@ -79,37 +79,12 @@ pub struct RawRecord {
 impl RawRecord {
     /// Reads `slots/<slot>/raw.toml` under `store_root`.
     pub fn load(store_root: &Path, slot: &SlotName) -> Result<Self, RecordError> {
-        let path = slot_dir(store_root, slot).join(RAW_RECORD_FILE);
-        let text = match crate::util::read_bounded_to_string(&path, MAX_RECORD_FILE) {
-            Ok(t) => t,
-            Err(crate::util::BoundedReadError::Io(e))
-                if e.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return Err(RecordError::Missing {
-                    slot: slot.clone(),
-                    path,
-                });
-            }
-            Err(e) => {
-                return Err(RecordError::Read {
-                    path,
-                    message: e.to_string(),
-                });
-            }
-        };
+        let (path, text) = read_record_file(store_root, slot, RAW_RECORD_FILE)?;
         let record: RawRecord = toml::from_str(&text).map_err(|e| RecordError::Parse {
             path: path.clone(),
             message: e.message().to_owned(),
         })?;
-        if &record.slot != slot {
-            return Err(RecordError::Parse {
-                path,
-                message: format!(
-                    "names slot {} but lives in the directory of {slot}",
-                    record.slot
-                ),
-            });
-        }
+        check_slot(&record.slot, slot, path)?;
         Ok(record)
     }
 
@@ -154,6 +129,39 @@ pub enum RecordError {
     },
 }
 
+/// Reads `slots/<slot>/<name>`, bounded; a missing file is [`RecordError::Missing`].
+fn read_record_file(
+    store_root: &Path,
+    slot: &SlotName,
+    name: &str,
+) -> Result<(PathBuf, String), RecordError> {
+    let path = slot_dir(store_root, slot).join(name);
+    match crate::util::read_bounded_to_string(&path, MAX_RECORD_FILE) {
+        Ok(text) => Ok((path, text)),
+        Err(crate::util::BoundedReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(RecordError::Missing {
+                slot: slot.clone(),
+                path,
+            })
+        }
+        Err(e) => Err(RecordError::Read {
+            path,
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// A record must name the slot whose directory it lives in.
+fn check_slot(named: &SlotName, slot: &SlotName, path: PathBuf) -> Result<(), RecordError> {
+    if named != slot {
+        return Err(RecordError::Parse {
+            path,
+            message: format!("names slot {named} but lives in the directory of {slot}"),
+        });
+    }
+    Ok(())
+}
+
 /// The directory holding a slot's record, manifest and signature.
 pub fn slot_dir(store_root: &Path, slot: &SlotName) -> PathBuf {
     store_root.join("slots").join(slot.to_string())
@@ -169,34 +177,9 @@ impl SlotRecord {
 
     /// Reads `slots/<slot>/record.toml` under `store_root`.
     pub fn load(store_root: &Path, slot: &SlotName) -> Result<Self, RecordError> {
-        let path = slot_dir(store_root, slot).join(RECORD_FILE);
-        let text = match crate::util::read_bounded_to_string(&path, MAX_RECORD_FILE) {
-            Ok(t) => t,
-            Err(crate::util::BoundedReadError::Io(e))
-                if e.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return Err(RecordError::Missing {
-                    slot: slot.clone(),
-                    path,
-                });
-            }
-            Err(e) => {
-                return Err(RecordError::Read {
-                    path,
-                    message: e.to_string(),
-                });
-            }
-        };
+        let (path, text) = read_record_file(store_root, slot, RECORD_FILE)?;
         let record = Self::parse(&text, &path)?;
-        if &record.slot != slot {
-            return Err(RecordError::Parse {
-                path,
-                message: format!(
-                    "names slot {} but lives in the directory of {slot}",
-                    record.slot
-                ),
-            });
-        }
+        check_slot(&record.slot, slot, path)?;
         Ok(record)
     }
 
