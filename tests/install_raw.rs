@@ -231,6 +231,7 @@ fn install_writes_the_raw_image_of_the_target_slot() {
     let v1 = raw_bundle(&d, 1, None, &[("bootloader", &fw1)]);
     let o = d.install(&v1).unwrap();
     assert_eq!(o.slot, slot("rootfs.0"));
+    assert_eq!(o.raw_written, [(slot("bootloader.0"), "bootloader".into())]);
     assert_holds(&d.path("fw0.img"), &img1);
     assert!(untouched(&d.path("fw1.img")));
     let rec = RawRecord::load(&d.config.store.path, &slot("bootloader.0")).unwrap();
@@ -281,6 +282,7 @@ fn install_writes_the_raw_image_of_the_target_slot() {
     let v3 = d.bundle(3, None);
     let o = d.install(&v3).unwrap();
     assert_eq!(o.slot, slot("rootfs.0"));
+    assert!(o.raw_written.is_empty());
     assert_holds(&d.path("fw0.img"), &img1);
     let rec = RawRecord::load(&d.config.store.path, &slot("bootloader.0")).unwrap();
     assert_eq!(rec.bundle_version, "1.0");

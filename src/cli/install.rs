@@ -69,6 +69,9 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         outcome.objects_reused,
         outcome.objects_collected
     );
+    for (slot, class) in &outcome.raw_written {
+        println!("raw image {class} written to {slot}");
+    }
     println!("the new slot is active: it boots on the next restart");
     Ok(ExitCode::SUCCESS)
 }

@@ -331,6 +331,10 @@ pub fn install(
         bytes_written,
         objects_reused: referenced.len() as u64 - objects_written,
         objects_collected: collected,
+        raw_written: raw_plan
+            .iter()
+            .map(|w| (w.slot.clone(), w.image.class.clone()))
+            .collect(),
     })
 }
 

@@ -75,6 +75,8 @@ pub struct InstallOutcome {
     pub objects_reused: u64,
     /// Objects removed by the garbage collection at the end.
     pub objects_collected: u64,
+    /// The raw slots written, with the class of the image each got.
+    pub raw_written: Vec<(SlotName, String)>,
 }
 
 /// Why an install failed. Each variant maps to one typed D-Bus error.
