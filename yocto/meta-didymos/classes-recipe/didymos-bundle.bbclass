@@ -15,6 +15,7 @@
 #   DIDYMOS_BUNDLE_DESCRIPTION = "Spring release"      # default: SUMMARY
 #   DIDYMOS_BUNDLE_BUILD = "${DATETIME}"               # default
 #   DIDYMOS_BUNDLE_BASE = "/srv/releases/gateway-2.4.0.raucb"   # delta against these
+#   DIDYMOS_BUNDLE_RAW = "bootloader=u-boot.img"       # raw images for raw slots: class=file
 #
 #   DIDYMOS_KEY_FILE = "/secure/release.key.pem"       # or a pkcs11: URI
 #   DIDYMOS_CERT_FILE = "/secure/release.cert.pem"
@@ -62,6 +63,8 @@ DIDYMOS_BUNDLE_BUILD[vardepsexclude] = "DATETIME"
 DIDYMOS_BUNDLE_BUILD[doc] = "Build identifier recorded in the manifest."
 DIDYMOS_BUNDLE_BASE ??= ""
 DIDYMOS_BUNDLE_BASE[doc] = "Earlier bundles this one is a delta against (absolute paths, or names in DEPLOY_DIR_IMAGE)."
+DIDYMOS_BUNDLE_RAW ??= ""
+DIDYMOS_BUNDLE_RAW[doc] = "Raw images for the device's raw slots, as class=file (absolute paths, or names in DEPLOY_DIR_IMAGE); the recipe must depend on what deploys them."
 
 DIDYMOS_KEY_FILE ??= ""
 DIDYMOS_KEY_FILE[doc] = "The signing key (PEM file or pkcs11: URI)."
@@ -130,6 +133,9 @@ def didymos_bundle_argv(d):
         argv += ['--build', build]
     for base in (d.getVar('DIDYMOS_BUNDLE_BASE') or '').split():
         argv += ['--base', didymos_bundle_path(base, d)]
+    for raw in (d.getVar('DIDYMOS_BUNDLE_RAW') or '').split():
+        cls, _, name = raw.partition('=')
+        argv += ['--raw', '%s=%s' % (cls, didymos_bundle_path(name, d))]
     argv += (d.getVar('DIDYMOS_BUNDLE_ARGS') or '').split()
     return argv
 
@@ -147,6 +153,11 @@ def didymos_bundle_check(d):
         files.append(('DIDYMOS_KEY_FILE', d.getVar('DIDYMOS_KEY_FILE')))
     files += [('DIDYMOS_INTERMEDIATE_FILES', f) for f in (d.getVar('DIDYMOS_INTERMEDIATE_FILES') or '').split()]
     files += [('DIDYMOS_BUNDLE_BASE', didymos_bundle_path(b, d)) for b in (d.getVar('DIDYMOS_BUNDLE_BASE') or '').split()]
+    for raw in (d.getVar('DIDYMOS_BUNDLE_RAW') or '').split():
+        cls, _, name = raw.partition('=')
+        if not cls or not name:
+            bb.fatal("DIDYMOS_BUNDLE_RAW: %r is not class=file (e.g. bootloader=u-boot.img)" % raw)
+        files.append(('DIDYMOS_BUNDLE_RAW', didymos_bundle_path(name, d)))
     for var, path in files:
         if not os.path.isfile(path):
             bb.fatal("%s: %s does not exist" % (var, path))
@@ -195,7 +206,7 @@ do_didymos_bundle[cleandirs] = "${B}"
 do_didymos_bundle[depends] += "virtual/fakeroot-native:do_populate_sysroot didymos-native:do_populate_sysroot"
 do_didymos_bundle[vardeps] += "DIDYMOS_BUNDLE_ROOTFS DIDYMOS_BUNDLE_OUTPUT DIDYMOS_CERT_FILE DIDYMOS_KEY_FILE \
     DIDYMOS_INTERMEDIATE_FILES DIDYMOS_BUNDLE_COMPATIBLE DIDYMOS_BUNDLE_VERSION DIDYMOS_BUNDLE_DESCRIPTION \
-    DIDYMOS_BUNDLE_BUILD DIDYMOS_BUNDLE_BASE DIDYMOS_BUNDLE_ARGS DIDYMOS_NATIVE_BINARY DIDYMOS_KEY_PASSPHRASE_FILE"
+    DIDYMOS_BUNDLE_BUILD DIDYMOS_BUNDLE_BASE DIDYMOS_BUNDLE_RAW DIDYMOS_BUNDLE_ARGS DIDYMOS_NATIVE_BINARY DIDYMOS_KEY_PASSPHRASE_FILE"
 do_didymos_bundle[file-checksums] += "${@' '.join('%s:False' % f for f in (d.getVar('DIDYMOS_CERT_FILE') + ' ' + d.getVar('DIDYMOS_INTERMEDIATE_FILES')).split())}"
 addtask didymos_bundle after do_configure before do_deploy
 
