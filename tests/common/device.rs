@@ -139,6 +139,24 @@ impl Device {
         c
     }
 
+    /// `didymos install BUNDLE` cut at the failpoint `step` (the binary exits
+    /// with 86 there, as a power cut would stop it).
+    pub fn install_cut_at(&self, bundle: &Path, step: &str) {
+        let out = self
+            .cli()
+            .arg("install")
+            .arg(bundle)
+            .env("DIDYMOS_FAILPOINT", step)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(86),
+            "failpoint {step} was not reached: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn objects(&self) -> std::collections::BTreeSet<didymos::Digest> {
         didymos::store::Store::open(&self.config.store.path, self.config.store.verity)
             .list_objects()
