@@ -7,8 +7,18 @@ use common_boot::{b, custom_device};
 use didymos::boot::mark::{MarkError, MarkState, mark};
 use didymos::boot::{BootError, BootState, from_config};
 
+/// These tests write executable scripts and run them. A script written while
+/// another test thread forks can be held open for writing by that child
+/// until it execs, and running it then fails with ETXTBSY: one test at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[test]
 fn protocol_round_trip() {
+    let _serial = serial();
     let dev = custom_device("", 2);
     let bl = from_config(&dev.config).unwrap();
     assert_eq!(bl.get_primary().unwrap(), None);
@@ -26,6 +36,7 @@ fn protocol_round_trip() {
 
 #[test]
 fn script_failure_carries_stderr() {
+    let _serial = serial();
     let dev = custom_device("", 2);
     // An answer outside the protocol.
     std::fs::write(dev.path("A.state"), "sideways\n").unwrap();
@@ -73,6 +84,7 @@ fn script_failure_carries_stderr() {
 
 #[test]
 fn missing_script_is_an_io_error_naming_it() {
+    let _serial = serial();
     let dev = custom_device("", 2);
     std::fs::remove_file(dev.path("custom.sh")).unwrap();
     let bl = from_config(&dev.config).unwrap();
