@@ -135,6 +135,9 @@ pub struct KeyringSection {
     /// Skip certificate time checks altogether (devices without a real-time clock).
     #[serde(default)]
     pub no_check_time: bool,
+    /// Check signers against the CRLs in the keyring file.
+    #[serde(default)]
+    pub check_crl: bool,
 }
 
 impl Default for KeyringSection {
@@ -146,6 +149,7 @@ impl Default for KeyringSection {
             allowed_signer_cns: Vec::new(),
             use_bundle_signing_time: false,
             no_check_time: false,
+            check_crl: false,
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use openssl::x509::X509;
+use openssl::x509::{X509, X509Crl};
 
 pub use crate::config::CheckPurpose;
 use crate::config::KeyringSection;
@@ -27,6 +27,8 @@ pub struct KeyringOptions {
     pub use_bundle_signing_time: bool,
     /// Skip certificate validity-time checks (devices without a real-time clock).
     pub no_check_time: bool,
+    /// Check the chain against the CRLs in the keyring file (RAUC's `check-crl`).
+    pub check_crl: bool,
 }
 
 impl KeyringOptions {
@@ -37,6 +39,7 @@ impl KeyringOptions {
             allowed_signer_cns: s.allowed_signer_cns.clone(),
             use_bundle_signing_time: s.use_bundle_signing_time,
             no_check_time: s.no_check_time,
+            check_crl: s.check_crl,
         }
     }
 }
@@ -54,12 +57,18 @@ pub enum KeyringError {
         "keyring {path} contains no certificates; it must hold at least one trusted CA certificate in PEM form"
     )]
     Empty { path: PathBuf },
+    #[error(
+        "keyring {path}: check-crl is set but the file holds no CRL; add the CAs' CRLs \
+         (PEM, \"-----BEGIN X509 CRL-----\") or unset check-crl"
+    )]
+    NoCrl { path: PathBuf },
 }
 
 /// A loaded keyring: trusted certificates plus the checking options.
 #[derive(Clone)]
 pub struct Keyring {
     certs: Vec<X509>,
+    crls: std::sync::Arc<[X509Crl]>,
     options: KeyringOptions,
     source: PathBuf,
 }
@@ -106,8 +115,18 @@ impl Keyring {
                 path: origin.to_owned(),
             });
         }
+        let crls = crls_from_pem(pem).map_err(|detail| KeyringError::Parse {
+            path: origin.to_owned(),
+            detail,
+        })?;
+        if options.check_crl && crls.is_empty() {
+            return Err(KeyringError::NoCrl {
+                path: origin.to_owned(),
+            });
+        }
         Ok(Self {
             certs,
+            crls: crls.into(),
             options,
             source: origin.to_owned(),
         })
@@ -117,8 +136,25 @@ impl Keyring {
         &self.certs
     }
 
+    /// The certificate revocation lists in the keyring file.
+    pub fn crls(&self) -> &[X509Crl] {
+        &self.crls
+    }
+
     pub fn options(&self) -> &KeyringOptions {
         &self.options
+    }
+
+    /// The keyring as it checks a slot that is already installed (at boot,
+    /// by `fsck`, before marking): the same anchors, CRLs, purpose and
+    /// signer names, but no certificate validity times. The signature was
+    /// checked against the clock when the bundle was installed; a slot that
+    /// worked must not stop booting because a certificate expired since, or
+    /// because a device without a real-time clock starts in 1970.
+    pub fn for_installed_slots(mut self) -> Self {
+        self.options.no_check_time = true;
+        self.options.use_bundle_signing_time = false;
+        self
     }
 
     /// Where the certificates came from.
@@ -136,7 +172,27 @@ impl Keyring {
     pub fn subjects(&self) -> Vec<String> {
         self.certs
             .iter()
-            .map(|c| crate::bundle::signature::name_to_string(c.subject_name()))
+            .map(|c| crate::cms::name_to_string(c.subject_name()))
             .collect()
     }
+}
+
+/// Every `X509 CRL` PEM block of a keyring file, parsed.
+fn crls_from_pem(pem: &[u8]) -> Result<Vec<X509Crl>, String> {
+    const BEGIN: &[u8] = b"-----BEGIN X509 CRL-----";
+    const END: &[u8] = b"-----END X509 CRL-----";
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = find(rest, BEGIN) {
+        let block = &rest[start..];
+        let end = find(block, END)
+            .ok_or_else(|| "a CRL block has no \"-----END X509 CRL-----\" line".to_owned())?
+            + END.len();
+        let crl =
+            X509Crl::from_pem(&block[..end]).map_err(|e| format!("a CRL does not parse: {e}"))?;
+        out.push(crl);
+        rest = &block[end..];
+    }
+    Ok(out)
 }

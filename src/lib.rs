@@ -3,6 +3,7 @@
 //! The module tree follows the life of an update:
 //!
 //! - [`bundle`]: the signed container a build host makes and a device consumes;
+//! - [`cms`]: CMS signatures over a document's bytes, checked against a keyring;
 //! - [`image`]: the one adapter over the `composefs` crate (image writing, reading, digests);
 //! - [`store`]: the device's content-addressed object store;
 //! - [`slot`]: slot configuration, slot records and slot state;
@@ -17,6 +18,7 @@
 pub mod boot;
 pub mod bundle;
 pub mod cmdline;
+pub mod cms;
 pub mod config;
 pub mod demo;
 pub mod digest;

@@ -25,7 +25,7 @@ fn create_verify_read_every_object() {
     );
 
     let b = Bundle::open(&out).unwrap();
-    assert_eq!(b.manifest_unverified(), m);
+    assert_eq!(&b.manifest_unverified().unwrap(), m);
     let v = b.verify(&fx.keyring()).unwrap();
     assert_eq!(v.signer().common_name, "didymos development signer");
     assert_eq!(v.signer().chain.len(), 3, "{:?}", v.signer().chain);

@@ -155,3 +155,54 @@ fn not_a_bundle() {
     assert!(matches!(err, BundleError::NotABundle(_)), "{err}");
     assert!(err.to_string().contains("not a didymos bundle"), "{err}");
 }
+
+/// A manifest changed into text that is not even TOML is reported as
+/// changed after signing: the signature is checked over the raw bytes
+/// before the manifest is parsed.
+#[test]
+fn a_mangled_manifest_reads_as_modified_after_signing() {
+    let fx = Fixture::new();
+    let root = small_tree(&fx);
+    let (good, _) = fx.bundle(&root, "good.raucb", "1");
+    let mut bytes = std::fs::read(&good).unwrap();
+    let h = *Bundle::open(&good).unwrap().header();
+    let manifest = &mut bytes[h.manifest.offset as usize..h.manifest.end() as usize];
+    let eq = manifest.iter().position(|&b| b == b'=').unwrap();
+    manifest[eq] = b'~';
+    assert!(didymos::bundle::Manifest::parse(manifest).is_err());
+    let p = fx.path("mangled.raucb");
+    std::fs::write(&p, &bytes).unwrap();
+    let err = Bundle::open(&p)
+        .unwrap()
+        .verify(&fx.keyring())
+        .err()
+        .unwrap();
+    assert!(matches!(err, BundleError::ManifestModified { .. }), "{err}");
+    assert!(err.to_string().contains("modified after signing"), "{err}");
+}
+
+/// A header may claim an index of up to 1 GiB (the limit for 2^24 objects)
+/// in a sparse file of a few KiB; the index is read at the length the
+/// signed object count gives, so nothing near that size is allocated.
+#[test]
+fn an_index_longer_than_the_signed_count_is_refused_unread() {
+    let fx = Fixture::new();
+    let root = small_tree(&fx);
+    let (good, _) = fx.bundle(&root, "good.raucb", "1");
+    let p = fx.path("inflated.raucb");
+    let limit = 16 + 64 * didymos::bundle::format::MAX_OBJECTS;
+    with_inflated_index(&good, &p, limit);
+    let keyring = fx.keyring();
+    TRACKED.with(|t| t.set(true));
+    LARGEST.store(0, Ordering::Relaxed);
+    let err = Bundle::open(&p).unwrap().verify(&keyring).err().unwrap();
+    let largest = LARGEST.load(Ordering::Relaxed);
+    TRACKED.with(|t| t.set(false));
+    assert!(matches!(err, BundleError::IndexInvalid(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("the object index region is {limit} bytes")),
+        "{err}"
+    );
+    assert!(largest < 1024 * 1024, "allocated {largest} bytes");
+}

@@ -227,7 +227,7 @@ impl Signer {
     }
 
     pub fn sign(&self, manifest: &[u8]) -> Result<Vec<u8>, CreateError> {
-        super::signature::sign(manifest, &self.cert, &self.key, &self.chain)
+        crate::cms::sign(manifest, &self.cert, &self.key, &self.chain)
             .map_err(|e| CreateError::Sign(e.to_string()))
     }
 }
@@ -505,7 +505,10 @@ fn load_bases(paths: &[PathBuf]) -> Result<(Vec<ManifestBase>, HashSet<Digest>),
         let n = f.read(&mut magic).map_err(|e| err(e.to_string()))?;
         let (image, version) = if magic[..n] == format::MAGIC {
             let b = super::Bundle::open(path).map_err(|e| err(e.to_string()))?;
-            let version = b.manifest_unverified().version.clone();
+            let version = b
+                .manifest_unverified()
+                .map_err(|e| err(e.to_string()))?
+                .version;
             (
                 b.read_image_unverified().map_err(|e| err(e.to_string()))?,
                 version,

@@ -43,6 +43,8 @@ pub struct CertSpec<'a> {
     pub not_before: i64,
     pub not_after: i64,
     pub serial: u32,
+    /// More (non-critical) extensions: dotted OID and the extension value's DER.
+    pub extensions: Vec<(String, Vec<u8>)>,
 }
 
 impl<'a> CertSpec<'a> {
@@ -54,6 +56,7 @@ impl<'a> CertSpec<'a> {
             not_before: -3600,
             not_after: 20 * 365 * 86400,
             serial,
+            extensions: Vec::new(),
         }
     }
     pub fn signer(common_name: &'a str, serial: u32) -> Self {
@@ -64,6 +67,7 @@ impl<'a> CertSpec<'a> {
             not_before: -3600,
             not_after: 10 * 365 * 86400,
             serial,
+            extensions: Vec::new(),
         }
     }
 }
@@ -121,6 +125,13 @@ pub fn issue(
             b.append_extension(eku)?;
         }
     }
+    for (oid, der) in &spec.extensions {
+        let oid = openssl::asn1::Asn1Object::from_str(oid)?;
+        let value = openssl::asn1::Asn1OctetString::new_from_bytes(der)?;
+        b.append_extension(openssl::x509::X509Extension::new_from_der(
+            &oid, false, &value,
+        )?)?;
+    }
     let ski =
         SubjectKeyIdentifier::new().build(&b.x509v3_context(issuer.map(|i| &*i.cert), None))?;
     b.append_extension(ski)?;
@@ -136,6 +147,44 @@ pub fn issue(
         cert: b.build(),
         key,
     })
+}
+
+/// A certificate revocation list from `issuer`, valid from an hour ago for
+/// `valid_for` seconds, revoking the certificates with the `revoked` serials.
+pub fn crl(
+    issuer: &Issued,
+    revoked: &[u32],
+    valid_for: i64,
+) -> Result<openssl::x509::X509Crl, openssl::error::ErrorStack> {
+    use openssl::x509::{X509CrlBuilder, X509RevokedBuilder};
+    let mut b = X509CrlBuilder::new()?;
+    b.set_issuer_name(issuer.cert.subject_name())?;
+    b.set_last_update(&*time(-3600)?)?;
+    b.set_next_update(&*time(valid_for)?)?;
+    let mut extension = |oid: &str, der: &[u8]| -> Result<(), openssl::error::ErrorStack> {
+        let oid = openssl::asn1::Asn1Object::from_str(oid)?;
+        let value = openssl::asn1::Asn1OctetString::new_from_bytes(der)?;
+        b.append_extension(openssl::x509::X509Extension::new_from_der(
+            &oid, false, &value,
+        )?)
+    };
+    // cRLNumber ::= INTEGER (1)
+    extension("2.5.29.20", &[0x02, 0x01, 0x01])?;
+    // authorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING }
+    if let Some(ski) = issuer.cert.subject_key_id() {
+        let id = ski.as_slice();
+        let mut der = vec![0x30, id.len() as u8 + 2, 0x80, id.len() as u8];
+        der.extend_from_slice(id);
+        extension("2.5.29.35", &der)?;
+    }
+    for serial in revoked {
+        let mut r = X509RevokedBuilder::new()?;
+        r.set_serial_number(&*Asn1Integer::from_bn(&*BigNum::from_u32(*serial)?)?)?;
+        r.set_revocation_date(&*time(-60)?)?;
+        b.add_revoked(r.build())?;
+    }
+    b.sign(&issuer.key, MessageDigest::sha256())?;
+    b.build()
 }
 
 /// Paths of a generated development PKI.

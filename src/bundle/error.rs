@@ -35,43 +35,13 @@ pub enum BundleError {
     },
     #[error("{0}; the bundle is damaged or was not made by didymos")]
     Manifest(ManifestError),
-    #[error("signature is malformed: {detail}")]
-    SignatureMalformed { detail: String },
     #[error(
         "manifest was modified after signing: the signature covers SHA-256 {expected}, the manifest is {actual}"
     )]
     ManifestModified { expected: String, actual: String },
-    #[error(
-        "signature does not match the manifest (signed by {signer}): the manifest or signature was modified ({detail})"
-    )]
-    SignatureInvalid { signer: String, detail: String },
-    #[error(
-        "signer {signer} is not trusted by keyring {keyring}: certificate {certificate} (chain depth {depth}): {detail}; check that the bundle was signed for this keyring"
-    )]
-    UntrustedSigner {
-        signer: String,
-        certificate: String,
-        depth: u32,
-        detail: String,
-        keyring: PathBuf,
-    },
-    #[error(
-        "certificate {certificate} is not valid: {detail}; renew it, or set use-bundle-signing-time / no-check-time in [keyring] for devices without a real-time clock"
-    )]
-    CertificateTime { certificate: String, detail: String },
-    #[error(
-        "signer {signer} lacks the required extended key usage {required} (it has: {found}); issue a signing certificate with that usage or change check-purpose in [keyring]"
-    )]
-    SignerPurpose {
-        signer: String,
-        required: String,
-        found: String,
-    },
-    #[error("signer common name {common_name:?} is not in allowed-signer-cns {allowed:?}")]
-    SignerNotAllowed {
-        common_name: String,
-        allowed: Vec<String>,
-    },
+    /// The signature or the signer's chain of trust does not verify.
+    #[error("{0}")]
+    Signature(crate::cms::CmsError),
     #[error(
         "object index does not match the manifest: expected SHA-256 {expected}, found {actual}"
     )]
@@ -113,9 +83,10 @@ impl BundleError {
             BundleError::NotABundle(_) | BundleError::Layout(_) => Region::Header,
             BundleError::Read { region, .. } | BundleError::TooLarge { region, .. } => *region,
             BundleError::Manifest(_) | BundleError::ManifestModified { .. } => Region::Manifest,
-            BundleError::SignatureMalformed { .. } | BundleError::SignatureInvalid { .. } => {
-                Region::Signature
-            }
+            BundleError::Signature(
+                crate::cms::CmsError::Malformed { .. }
+                | crate::cms::CmsError::SignatureInvalid { .. },
+            ) => Region::Signature,
             BundleError::IndexDigestMismatch { .. } | BundleError::IndexInvalid(_) => Region::Index,
             BundleError::ImageDigestMismatch { .. } | BundleError::ImageInvalid(_) => Region::Image,
             BundleError::ObjectDigestMismatch { digest, .. }
@@ -124,6 +95,16 @@ impl BundleError {
             | BundleError::ObjectNotReferenced(digest) => Region::Object(*digest),
             _ => return None,
         })
+    }
+
+    /// A signature check's failure; a changed manifest is named as such.
+    pub(crate) fn from_cms(e: crate::cms::CmsError) -> Self {
+        match e {
+            crate::cms::CmsError::ContentModified { expected, actual } => {
+                BundleError::ManifestModified { expected, actual }
+            }
+            other => BundleError::Signature(other),
+        }
     }
 
     pub(crate) fn from_layout(e: LayoutError) -> Self {

@@ -291,30 +291,80 @@ pub fn index_to_bytes(entries: &[IndexEntry], objects_start: u64) -> Vec<u8> {
 /// start of the file). Entries must be sorted by digest without duplicates
 /// and tile the objects region exactly, in order.
 pub fn parse_index(b: &[u8], objects: Span) -> Result<Vec<IndexEntry>, LayoutError> {
-    let bad = |m: String| LayoutError::Index(m);
-    if b.len() < INDEX_HEADER_SIZE || b[..8] != INDEX_MAGIC {
-        return Err(bad("does not start with the index magic".into()));
-    }
-    let count = u64_at(b, 8);
-    if count > MAX_OBJECTS {
-        return Err(bad(format!(
-            "{count} entries, more than the limit of {MAX_OBJECTS}"
-        )));
-    }
-    let expected_len = INDEX_HEADER_SIZE as u64 + count * INDEX_ENTRY_SIZE as u64;
+    let head: &[u8; INDEX_HEADER_SIZE] = b
+        .get(..INDEX_HEADER_SIZE)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| LayoutError::Index("does not start with the index magic".into()))?;
+    let mut parser = IndexParser::new(head, objects)?;
+    let expected_len = parser.region_len();
     if expected_len != b.len() as u64 {
-        return Err(bad(format!(
-            "{count} entries need {expected_len} bytes but the region is {} bytes",
+        return Err(LayoutError::Index(format!(
+            "{} entries need {expected_len} bytes but the region is {} bytes",
+            parser.count,
             b.len()
         )));
     }
-    let mut entries = Vec::with_capacity(count as usize);
-    let mut at = 0u64;
-    let mut prev: Option<Digest> = None;
-    for (i, raw) in b[INDEX_HEADER_SIZE..]
-        .chunks_exact(INDEX_ENTRY_SIZE)
-        .enumerate()
-    {
+    for raw in b[INDEX_HEADER_SIZE..].chunks_exact(INDEX_ENTRY_SIZE) {
+        parser.push(raw.try_into().expect("chunks are entry-sized"))?;
+    }
+    parser.finish()
+}
+
+/// Parses an index entry by entry, so that a reader can stream it: the
+/// index header first ([`IndexParser::new`]), then each 64-byte entry, then
+/// [`IndexParser::finish`]. Holds only the entries parsed so far.
+#[derive(Debug)]
+pub struct IndexParser {
+    count: u64,
+    objects: Span,
+    entries: Vec<IndexEntry>,
+    /// Where the next entry's stored bytes must start (relative).
+    at: u64,
+}
+
+impl IndexParser {
+    /// Checks the 16-byte index header (magic, count within the limit).
+    /// Nothing is allocated until entries arrive.
+    pub fn new(head: &[u8; INDEX_HEADER_SIZE], objects: Span) -> Result<Self, LayoutError> {
+        if head[..8] != INDEX_MAGIC {
+            return Err(LayoutError::Index(
+                "does not start with the index magic".into(),
+            ));
+        }
+        let count = u64_at(head, 8);
+        if count > MAX_OBJECTS {
+            return Err(LayoutError::Index(format!(
+                "{count} entries, more than the limit of {MAX_OBJECTS}"
+            )));
+        }
+        Ok(Self {
+            count,
+            objects,
+            entries: Vec::new(),
+            at: 0,
+        })
+    }
+
+    /// The entry count the index header states.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The length of an index region with that many entries.
+    pub fn region_len(&self) -> u64 {
+        index_len(self.count).expect("count is within MAX_OBJECTS")
+    }
+
+    /// Parses the next entry.
+    pub fn push(&mut self, raw: &[u8; INDEX_ENTRY_SIZE]) -> Result<(), LayoutError> {
+        let bad = |m: String| LayoutError::Index(m);
+        let i = self.entries.len();
+        if i as u64 >= self.count {
+            return Err(bad(format!(
+                "more entries than the {} announced",
+                self.count
+            )));
+        }
         let mut d = [0u8; 32];
         d.copy_from_slice(&raw[..32]);
         let digest = Digest(d);
@@ -335,15 +385,15 @@ pub fn parse_index(b: &[u8], objects: Span) -> Result<Vec<IndexEntry>, LayoutErr
         let offset = u64_at(raw, 40);
         let stored_size = u64_at(raw, 48);
         let size = u64_at(raw, 56);
-        if prev.is_some_and(|p| p >= digest) {
+        if self.entries.last().is_some_and(|p| p.digest >= digest) {
             return Err(bad(format!(
                 "entry {i} ({digest}) is out of order or repeated"
             )));
         }
-        prev = Some(digest);
-        if offset != at {
+        if offset != self.at {
             return Err(bad(format!(
-                "entry {i} ({digest}) starts at {offset}, expected {at}"
+                "entry {i} ({digest}) starts at {offset}, expected {}",
+                self.at
             )));
         }
         if size > MAX_OBJECT_SIZE {
@@ -364,30 +414,55 @@ pub fn parse_index(b: &[u8], objects: Span) -> Result<Vec<IndexEntry>, LayoutErr
             }
             _ => {}
         }
-        at = at
+        let objects_len = self.objects.len;
+        self.at = self
+            .at
             .checked_add(stored_size)
-            .filter(|e| *e <= objects.len)
+            .filter(|e| *e <= objects_len)
             .ok_or_else(|| {
                 bad(format!(
-                    "entry {i} ({digest}) ends beyond the {}-byte objects region",
-                    objects.len
+                    "entry {i} ({digest}) ends beyond the {objects_len}-byte objects region"
                 ))
             })?;
-        entries.push(IndexEntry {
+        if self.entries.capacity() == 0 {
+            // Entries arrive only for a region of `count` entries, which the
+            // caller bounded by the file (and the signed manifest).
+            self.entries.reserve_exact(self.count as usize);
+        }
+        self.entries.push(IndexEntry {
             digest,
             encoding,
-            offset: objects.offset + offset,
+            offset: self.objects.offset + offset,
             stored_size,
             size,
         });
+        Ok(())
     }
-    if at != objects.len {
-        return Err(bad(format!(
-            "entries cover {at} bytes but the objects region is {} bytes",
-            objects.len
-        )));
+
+    /// Checks that every announced entry came and the objects region is tiled.
+    pub fn finish(self) -> Result<Vec<IndexEntry>, LayoutError> {
+        if self.entries.len() as u64 != self.count {
+            return Err(LayoutError::Index(format!(
+                "{} entries announced, {} present",
+                self.count,
+                self.entries.len()
+            )));
+        }
+        if self.at != self.objects.len {
+            return Err(LayoutError::Index(format!(
+                "entries cover {} bytes but the objects region is {} bytes",
+                self.at, self.objects.len
+            )));
+        }
+        Ok(self.entries)
     }
-    Ok(entries)
+}
+
+/// The length of an index region of `count` entries; `None` on overflow.
+pub fn index_len(count: u64) -> Option<u64> {
+    count
+        .checked_mul(INDEX_ENTRY_SIZE as u64)?
+        .checked_add(INDEX_HEADER_SIZE as u64)
 }
 
 #[cfg(test)]

@@ -26,7 +26,6 @@ pub mod format;
 pub mod manifest;
 mod read;
 pub mod resign;
-pub mod signature;
 pub mod source;
 mod verify;
 
@@ -67,15 +66,7 @@ pub struct IndexEntry {
     pub size: u64,
 }
 
-/// Who signed a bundle, as found by verification.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignerInfo {
-    /// Subject of the signing certificate (one line, OpenSSL style).
-    pub subject: String,
-    pub common_name: String,
-    /// The verified chain from the signer up to the trust anchor, subjects.
-    pub chain: Vec<String>,
-}
+pub use crate::cms::SignerInfo;
 
 /// A region of the bundle file, for naming where a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +109,7 @@ pub fn verify_manifest_signature(
             limit: format::MAX_MANIFEST_SIZE,
         });
     }
-    let signer = signature::verify(manifest, signature, keyring)?;
+    let signer = crate::cms::verify(manifest, signature, keyring).map_err(BundleError::from_cms)?;
     let parsed = Manifest::parse(manifest).map_err(BundleError::Manifest)?;
     Ok((parsed, signer))
 }

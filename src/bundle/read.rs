@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
-use super::format::{self, HEADER_SIZE, Header, Span};
+use super::format::{self, HEADER_SIZE, Header, INDEX_ENTRY_SIZE, INDEX_HEADER_SIZE, Span};
 use super::source::{FileSource, RangeReader, ReadAt};
-use super::{BundleError, Encoding, IndexEntry, Manifest, Region, SignerInfo, signature};
+use super::{BundleError, Encoding, IndexEntry, Manifest, Region, SignerInfo};
 use crate::Digest;
 use crate::image::VerityHasher;
 use crate::keyring::Keyring;
@@ -21,14 +21,16 @@ const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 /// Read size when streaming objects.
 const CHUNK: usize = 1024 * 1024;
 
-/// An opened, not yet verified bundle.
+/// An opened, not yet verified bundle: its header, and the manifest and
+/// signature bytes. The manifest is not parsed before its signature was
+/// checked ([`Bundle::verify`]), except on request for a build host or
+/// `info --no-verify` ([`Bundle::manifest_unverified`]).
 pub struct Bundle {
     source: Arc<dyn ReadAt>,
     path: Option<PathBuf>,
     header: Header,
     manifest_bytes: Vec<u8>,
     signature: Vec<u8>,
-    manifest: Manifest,
 }
 
 fn read_span(source: &dyn ReadAt, span: Span, region: Region) -> Result<Vec<u8>, BundleError> {
@@ -77,20 +79,20 @@ impl Bundle {
         let header = Header::parse(&head[..n], size).map_err(BundleError::from_layout)?;
         let manifest_bytes = read_span(&*source, header.manifest, Region::Manifest)?;
         let signature = read_span(&*source, header.signature, Region::Signature)?;
-        let manifest = Manifest::parse(&manifest_bytes).map_err(BundleError::Manifest)?;
         Ok(Bundle {
             source,
             path: None,
             header,
             manifest_bytes,
             signature,
-            manifest,
         })
     }
 
-    /// The manifest as parsed, before verification (for `info --no-verify`).
-    pub fn manifest_unverified(&self) -> &Manifest {
-        &self.manifest
+    /// The manifest parsed without checking its signature (for
+    /// `info --no-verify` and a build host's own `--base` bundles). Nothing
+    /// on a device may act on it.
+    pub fn manifest_unverified(&self) -> Result<Manifest, BundleError> {
+        Manifest::parse(&self.manifest_bytes).map_err(BundleError::Manifest)
     }
 
     /// Where each region lies.
@@ -107,36 +109,30 @@ impl Bundle {
     /// manifest. For the build host (a `--base` bundle is the builder's own
     /// earlier output); devices use [`VerifiedBundle::read_image`].
     pub fn read_image_unverified(&self) -> Result<Vec<u8>, BundleError> {
+        let expected = self.manifest_unverified()?.image.digest;
         let image = read_span(&*self.source, self.header.image, Region::Image)?;
         let actual = crate::image::digest_bytes(&image);
-        let expected = self.manifest.image.digest;
         if actual != expected {
             return Err(BundleError::ImageDigestMismatch { expected, actual });
         }
         Ok(image)
     }
 
-    /// Checks the signature against `keyring`, then the object index and the
-    /// image size against the signed manifest.
+    /// Checks the signature over the manifest bytes against `keyring`, then
+    /// parses the manifest, then checks the object index and the image size
+    /// against it. The index is read only at the length the signed object
+    /// count gives, and hashed as it streams.
     pub fn verify(self, keyring: &Keyring) -> Result<VerifiedBundle, BundleError> {
-        let signer = signature::verify(&self.manifest_bytes, &self.signature, keyring)?;
+        let signer = crate::cms::verify(&self.manifest_bytes, &self.signature, keyring)
+            .map_err(BundleError::from_cms)?;
         log::info!(
             "{}: signature by {} verified",
             super::describe(&self.path),
             signer.subject
         );
-        let m = &self.manifest;
-        // The index is checked against the signed hash before it is parsed.
-        let index_bytes = read_span(&*self.source, self.header.index, Region::Index)?;
-        let actual = hex::encode(Sha256::digest(&index_bytes));
-        if !actual.eq_ignore_ascii_case(&m.objects.index_sha256) {
-            return Err(BundleError::IndexDigestMismatch {
-                expected: m.objects.index_sha256.clone(),
-                actual,
-            });
-        }
-        let index = format::parse_index(&index_bytes, self.header.objects)
-            .map_err(|e| BundleError::IndexInvalid(e.to_string()))?;
+        let manifest = Manifest::parse(&self.manifest_bytes).map_err(BundleError::Manifest)?;
+        let index = self.read_index(&manifest)?;
+        let m = &manifest;
         let count = index.len() as u64;
         let size: u64 = index.iter().map(|e| e.size).sum();
         let stored: u64 = index.iter().map(|e| e.stored_size).sum();
@@ -174,22 +170,89 @@ impl Bundle {
         }
         Ok(VerifiedBundle {
             bundle: self,
+            manifest,
             signer,
             index,
         })
+    }
+
+    /// Reads the object index of a bundle whose manifest was verified: its
+    /// length must be what the signed `objects.count` needs (checked before
+    /// anything is read), and its SHA-256, computed as it streams in chunks,
+    /// must be the signed `index-sha256`. Entries are parsed as they arrive;
+    /// a hash mismatch is reported before any structural problem.
+    fn read_index(&self, m: &Manifest) -> Result<Vec<IndexEntry>, BundleError> {
+        let span = self.header.index;
+        let expected_len = format::index_len(m.objects.count)
+            .filter(|_| m.objects.count <= format::MAX_OBJECTS)
+            .ok_or_else(|| {
+                BundleError::IndexInvalid(format!(
+                    "the signed manifest says objects.count = {}, more than the limit of {}",
+                    m.objects.count,
+                    format::MAX_OBJECTS
+                ))
+            })?;
+        if span.len != expected_len {
+            return Err(BundleError::IndexInvalid(format!(
+                "the object index region is {} bytes, but the {} objects the signed manifest \
+                 counts need {expected_len}; the bundle is damaged",
+                span.len, m.objects.count
+            )));
+        }
+        let read = |buf: &mut [u8], at: u64| {
+            self.source
+                .read_exact_at(buf, span.offset + at)
+                .map_err(|source| BundleError::Read {
+                    region: Region::Index,
+                    source,
+                })
+        };
+        let mut hasher = Sha256::new();
+        let mut head = [0u8; INDEX_HEADER_SIZE];
+        read(&mut head, 0)?;
+        hasher.update(head);
+        let mut parser = format::IndexParser::new(&head, self.header.objects);
+        const ENTRIES_PER_READ: usize = 16 * 1024;
+        let mut buf = vec![0u8; INDEX_ENTRY_SIZE * ENTRIES_PER_READ.min(m.objects.count as usize)];
+        let mut at = INDEX_HEADER_SIZE as u64;
+        while at < span.len {
+            let n = ((span.len - at) as usize).min(buf.len());
+            read(&mut buf[..n], at)?;
+            hasher.update(&buf[..n]);
+            if let Ok(p) = parser.as_mut() {
+                for raw in buf[..n].chunks_exact(INDEX_ENTRY_SIZE) {
+                    if let Err(e) = p.push(raw.try_into().expect("chunks are entry-sized")) {
+                        parser = Err(e);
+                        break;
+                    }
+                }
+            }
+            at += n as u64;
+        }
+        let actual = hex::encode(hasher.finalize());
+        if !actual.eq_ignore_ascii_case(&m.objects.index_sha256) {
+            return Err(BundleError::IndexDigestMismatch {
+                expected: m.objects.index_sha256.clone(),
+                actual,
+            });
+        }
+        parser
+            .and_then(format::IndexParser::finish)
+            .map_err(|e| BundleError::IndexInvalid(e.to_string()))
     }
 }
 
 /// A bundle whose signature and index were checked. Only [`Bundle::verify`] makes one.
 pub struct VerifiedBundle {
     bundle: Bundle,
+    manifest: Manifest,
     signer: SignerInfo,
     index: Vec<IndexEntry>,
 }
 
 impl VerifiedBundle {
     pub fn manifest(&self) -> &Manifest {
-        &self.bundle.manifest
+        &self.manifest
     }
     /// The manifest bytes exactly as signed.
     pub fn manifest_bytes(&self) -> &[u8] {

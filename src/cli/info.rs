@@ -49,12 +49,15 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     } else {
         super::remote::connect_if_running(global)?
     };
-    let unverified = |verdict| {
-        (
-            bundle.manifest_unverified().clone(),
-            bundle.header().file_size(),
-            verdict,
-        )
+    // A manifest is shown before (or without) its signature check only when
+    // it parses; when it does not, the failed check is the whole answer.
+    let unverified = |verdict: Verdict| -> anyhow::Result<_> {
+        let manifest = match (bundle.manifest_unverified(), &verdict) {
+            (Ok(m), _) => m,
+            (Err(_), Verdict::Failed(message)) => anyhow::bail!("{message}"),
+            (Err(e), _) => return Err(e.into()),
+        };
+        Ok((manifest, bundle.header().file_size(), verdict))
     };
     let (manifest, file_size, verdict) = match service {
         Some(service) => {
@@ -65,19 +68,23 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
                     let info = *info;
                     (info.manifest, info.size, Verdict::Verified(info.signer))
                 }
-                Ok(Inspection::Rejected(message)) => unverified(Verdict::Failed(message)),
+                Ok(Inspection::Rejected(message)) => unverified(Verdict::Failed(message))?,
                 Err(code) => return Ok(code),
             }
         }
-        None if args.no_verify => unverified(Verdict::Skipped),
+        None if args.no_verify => unverified(Verdict::Skipped)?,
         None => {
             let keyring = args.keyring.load(global)?;
-            let manifest = bundle.manifest_unverified().clone();
             let file_size = bundle.header().file_size();
-            match bundle.verify(&keyring) {
-                Ok(v) => (manifest, file_size, Verdict::Verified(v.signer().clone())),
+            // verify() takes the bundle; the head is small enough to read again.
+            match Bundle::open(&args.bundle)?.verify(&keyring) {
+                Ok(v) => (
+                    v.manifest().clone(),
+                    file_size,
+                    Verdict::Verified(v.signer().clone()),
+                ),
                 // The message the service would send.
-                Err(e) => (manifest, file_size, Verdict::Failed(chain(&e))),
+                Err(e) => unverified(Verdict::Failed(chain(&e)))?,
             }
         }
     };

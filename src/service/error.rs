@@ -144,13 +144,7 @@ impl From<BundleError> for Error {
 /// Which typed error a bundle error becomes.
 fn bundle_error_kind(e: &BundleError) -> fn(String) -> Error {
     match e {
-        BundleError::SignatureMalformed { .. }
-        | BundleError::SignatureInvalid { .. }
-        | BundleError::ManifestModified { .. }
-        | BundleError::UntrustedSigner { .. }
-        | BundleError::CertificateTime { .. }
-        | BundleError::SignerPurpose { .. }
-        | BundleError::SignerNotAllowed { .. } => Error::SignatureInvalid,
+        BundleError::Signature(_) | BundleError::ManifestModified { .. } => Error::SignatureInvalid,
         BundleError::Open { .. } => Error::InvalidArgument,
         _ => Error::BundleInvalid,
     }

@@ -9,7 +9,7 @@ use crate::sys::{MountGuard, mount};
 
 use super::{
     BootArgs, ImageCheck, Mounted, SetupError, SetupFailure, SetupOptions, device, parse_flags,
-    tree, verify,
+    tree,
 };
 
 /// Checks and mounts the slot; on success everything stays mounted.
@@ -61,7 +61,8 @@ fn setup(
         }
     };
 
-    let verified = verify::verify_slot(config, &store, slot, args.sealed_digest.as_ref())?;
+    let verified =
+        crate::slot::check::verify_slot(config, &store, slot, args.sealed_digest.as_ref())?;
     let verity = match (config.store.verity, verified.check) {
         (VerityPolicy::Off, _) => OverlayVerity::Off,
         (_, ImageCheck::Verity) => OverlayVerity::Require,

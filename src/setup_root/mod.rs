@@ -5,7 +5,7 @@
 //!    partition from the kernel command line ([`cmdline`]);
 //! 2. mount the store partition ([`device`]);
 //! 3. re-check the trust chain: record → signature (keyring in the
-//!    initramfs) → manifest → image digest ([`verify`]);
+//!    initramfs) → manifest → image digest ([`crate::slot::check`]);
 //! 4. mount the composefs image read-only with a writable `/etc` and a
 //!    persistent `/var` ([`tree`]).
 //!
@@ -23,21 +23,13 @@ use crate::sys::composefs::{ComposefsOptions, ErofsBacking, OverlayLayers, Overl
 pub mod cmdline;
 pub mod device;
 pub mod tree;
-pub mod verify;
 
 mod flow;
 pub use flow::run;
 
 pub use cmdline::BootArgs;
 
-/// How the image's digest was established.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageCheck {
-    /// The kernel's fs-verity measurement (and every read is checked).
-    Verity,
-    /// Computed by reading the whole file (store without fs-verity).
-    Userspace,
-}
+pub use crate::slot::check::{ImageCheck, SlotCheckError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -64,47 +56,7 @@ pub enum SetupError {
     )]
     BadDevice(String),
     #[error("{0}")]
-    Record(crate::slot::record::RecordError),
-    #[error("keyring: {0}")]
-    Keyring(String),
-    #[error("manifest signature rejected: {0}")]
-    Signature(String),
-    #[error("signed manifest names image {manifest}, but the slot record names {record}")]
-    ManifestImage { manifest: Digest, record: Digest },
-    #[error(
-        "manifest is for {manifest:?}, but this device is {system:?} (system.conf [system] compatible)"
-    )]
-    Compatible { manifest: String, system: String },
-    #[error(
-        "sealed digest mismatch: kernel command line requires image {sealed}, the slot record names {record}"
-    )]
-    SealedMismatch { sealed: Digest, record: Digest },
-    #[error("cannot read image {path}: {source}")]
-    ImageOpen {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("image {path} is {actual} bytes, the signed manifest says {expected}")]
-    ImageSize {
-        path: PathBuf,
-        expected: u64,
-        actual: u64,
-    },
-    #[error(
-        "image {path} has no fs-verity but system.conf [store] verity = \"require\" \
-         (make the store with mkfs.ext4 -O verity and reinstall, or set verity = \"auto\")"
-    )]
-    ImageNoVerity { path: PathBuf },
-    #[error("image digest mismatch for {path}: expected {expected}, actual {actual} ({})", match check {
-        ImageCheck::Verity => "fs-verity measurement",
-        ImageCheck::Userspace => "computed in userspace",
-    })]
-    ImageDigest {
-        path: PathBuf,
-        expected: Digest,
-        actual: Digest,
-        check: ImageCheck,
-    },
+    Slot(#[from] SlotCheckError),
     #[error("{0}")]
     Mount(String),
     #[error("the image has no directory {path}; the root filesystem must contain it")]

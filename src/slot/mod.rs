@@ -1,6 +1,7 @@
 //! Slots: names, records of what is installed in them, and which one is running.
 
 pub mod booted;
+pub mod check;
 mod name;
 pub mod record;
 

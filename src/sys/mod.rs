@@ -7,7 +7,8 @@
 //!   cannot mount EROFS from a regular file;
 //! - [`composefs`]: EROFS image plus overlayfs with a data-only object layer;
 //! - [`switch_root`]: replacing the initramfs with the mounted root;
-//! - [`fsflags`]: lifting a file's immutable flag for a change (efivarfs).
+//! - [`fsflags`]: lifting a file's immutable flag for a change (efivarfs);
+//! - [`x509`]: the one libcrypto call the `openssl` crate does not wrap.
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment.
 
@@ -18,6 +19,7 @@ pub mod fsflags;
 pub mod loopdev;
 pub mod mount;
 pub mod switch_root;
+pub mod x509;
 
 pub use composefs::{ErofsBacking, OverlayLayers, OverlayVerity, mount_composefs, mount_erofs};
 pub use mount::{DetachedMount, FsHandle, MountError, MountGuard};

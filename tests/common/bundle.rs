@@ -279,3 +279,35 @@ pub fn sample_tar() -> Vec<u8> {
     add("./run/fifo", EntryType::Fifo, 0o600, 0, b"", None, &[]);
     b.into_inner().unwrap()
 }
+
+/// Writes a copy of `good` whose header claims an object index of
+/// `index_len` bytes: the real index followed by a sparse hole, every other
+/// region moved along and the header checksum recomputed, so that the
+/// layout is valid and only the signed manifest can tell the index is wrong.
+/// The file takes little disk space whatever `index_len` is.
+pub fn with_inflated_index(good: &Path, out: &Path, index_len: u64) {
+    use std::os::unix::fs::FileExt;
+    let bytes = fs::read(good).unwrap();
+    let b = didymos::bundle::Bundle::open(good).unwrap();
+    let h = *b.header();
+    let region = |s: didymos::bundle::format::Span| &bytes[s.offset as usize..s.end() as usize];
+    let new = didymos::bundle::format::Header::sequential(
+        h.manifest.len,
+        h.signature.len,
+        index_len,
+        h.image.len,
+        h.objects.len,
+    );
+    let f = fs::File::create(out).unwrap();
+    f.set_len(new.file_size()).unwrap();
+    f.write_all_at(&new.to_bytes(), 0).unwrap();
+    for (old, at) in [
+        (h.manifest, new.manifest.offset),
+        (h.signature, new.signature.offset),
+        (h.index, new.index.offset),
+        (h.image, new.image.offset),
+        (h.objects, new.objects.offset),
+    ] {
+        f.write_all_at(region(old), at).unwrap();
+    }
+}
