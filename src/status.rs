@@ -25,7 +25,29 @@ pub struct SystemStatus {
     pub interrupted_install: Option<String>,
     /// The slot activated last failed to boot and the bootloader fell back.
     pub rollback: Option<String>,
+    /// Anti-rollback: bundles below this security version are refused.
+    pub security_floor: u64,
+    /// Why the floor could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_floor_error: Option<String>,
     pub slots: Vec<SlotStatus>,
+}
+
+impl SystemStatus {
+    /// What is wrong with the slots' state, one line each (unreadable
+    /// records, an unreadable floor); `didymos fsck` checks more.
+    pub fn problems(&self) -> Vec<String> {
+        let records = self.slots.iter().filter_map(|s| {
+            s.record_error.as_ref().map(|e| {
+                format!(
+                    "slot {}: {e}; setup-root would refuse to boot it and garbage collection \
+                     removes nothing until it is reinstalled (see didymos fsck)",
+                    s.name
+                )
+            })
+        });
+        records.chain(self.security_floor_error.clone()).collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +67,12 @@ pub struct SlotStatus {
     pub attempts_left: Option<u32>,
     /// What is installed, if anything.
     pub record: Option<SlotRecord>,
+    /// The record exists but cannot be read or parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_error: Option<String>,
+    /// The security version of the installed bundle (from its stored manifest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_version: Option<u64>,
     /// For a `raw` slot: the image written to its device, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw: Option<RawRecord>,
@@ -76,12 +104,28 @@ pub fn collect(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
         )),
         None => crate::install::journal::read_interrupted(data_dir).map(|i| i.describe()),
     };
+    let (security_floor, security_floor_error) =
+        match crate::install::security::load(&config.store.path) {
+            Ok(f) => (f.floor, None),
+            Err(e) => (0, Some(e.to_string())),
+        };
     let mut slots = Vec::new();
     for slot in &config.slots {
-        let (record, raw) = match slot.kind {
-            SlotKind::Composefs => (SlotRecord::load(&config.store.path, &slot.name).ok(), None),
-            SlotKind::Raw => (None, RawRecord::load(&config.store.path, &slot.name).ok()),
-        };
+        let (mut record, mut record_error, mut raw) = (None, None, None);
+        match slot.kind {
+            SlotKind::Composefs => {
+                match crate::slot::check::load_record(&config.store.path, &slot.name) {
+                    Ok(r) => record = r,
+                    Err(e) => record_error = Some(e.to_string()),
+                }
+            }
+            SlotKind::Raw => raw = RawRecord::load(&config.store.path, &slot.name).ok(),
+        }
+        let security_version = record
+            .as_ref()
+            .and_then(|_| SlotRecord::load_signed_manifest(&config.store.path, &slot.name).ok())
+            .and_then(|(m, _)| crate::bundle::Manifest::parse(&m).ok())
+            .map(|m| m.security_version);
         let (boot_status, attempts_left) = match &slot.bootname {
             Some(b) => (Some(bootloader.get_state(b)?), bootloader.attempts_left(b)?),
             None => (None, None),
@@ -104,6 +148,8 @@ pub fn collect(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
             boot_status,
             attempts_left,
             record,
+            record_error,
+            security_version,
             raw,
         });
     }
@@ -123,6 +169,8 @@ pub fn collect(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
         system_version,
         interrupted_install,
         rollback,
+        security_floor,
+        security_floor_error,
         slots,
     })
 }

@@ -5,6 +5,8 @@
 
 #[path = "common/dbus.rs"]
 mod common_dbus;
+#[path = "common/dbus_bundles.rs"]
+mod dbus_bundles;
 
 use common_dbus::*;
 use didymos::service::Error;
@@ -28,6 +30,7 @@ async fn properties_through_every_client() {
         ("Compatible", "s \"didymos-test\""),
         ("Variant", "s \"dev\""),
         ("BootSlot", "s \"A\""),
+        ("SecurityFloor", "t 0"),
     ];
     for (prop, value) in expected {
         let out = ok(bus.busctl(&["get-property", NAME, "/", IFACE, prop]));
@@ -70,7 +73,11 @@ async fn artifact_status_is_an_empty_array() {
 
 #[tokio::test]
 async fn mark_through_every_client() {
-    let (bus, device, _service) = start("");
+    let bus = Bus::session();
+    let device = Device::new("");
+    let pki = dbus_bundles::keys(&device);
+    dbus_bundles::populate(&device, &pki, true);
+    let _service = Service::start(&bus, &device);
     // busctl: mark the other slot active.
     let out = ok(bus.busctl(&["call", NAME, "/", IFACE, "Mark", "ss", "active", "other"]));
     assert_eq!(out.trim(), "ss \"rootfs.1\" \"activated slot rootfs.1\"");

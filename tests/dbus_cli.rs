@@ -36,6 +36,7 @@ fn install_status_and_mark_through_the_service() {
     let pki = dbus_bundles::keys(&device);
     let good = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 20);
     let foreign = dbus_bundles::bundle(&device, &pki, "another-device", "2.0", 5);
+    dbus_bundles::populate(&device, &pki, false);
     let service = Service::start(&bus, &device);
 
     let out = run(cli(&bus, &device, &["install", good.to_str().unwrap()]));

@@ -91,12 +91,16 @@ async fn full_install_sequence() {
     let conn = bus.connect().await;
     let proxy = InstallerProxy::new(&conn).await.unwrap();
 
+    let mut reports = Vec::new();
     let seen = watch(
         &proxy,
         proxy.install_bundle(bundle.to_str().unwrap(), HashMap::new()),
-        |_, _| {},
+        |percent, message| reports.push((percent, message.to_owned())),
     )
     .await;
+    // "done" is said once, at 100 % (RAUC's client prints every report).
+    let done: Vec<_> = reports.iter().filter(|(_, m)| m.contains("done")).collect();
+    assert_eq!(done, [&(100, "Installing done.".to_owned())], "{reports:?}");
     assert_eq!(seen.operations, ["installing", "idle"], "{seen:?}");
     assert_eq!(seen.completed, [0], "exactly one Completed(0): {seen:?}");
     assert_monotonic(&seen.percents);
@@ -199,6 +203,7 @@ async fn cancel_during_the_object_copy_and_busy() {
     let bus = Bus::session();
     let device = Device::new("");
     let pki = dbus_bundles::keys(&device);
+    dbus_bundles::populate(&device, &pki, false);
     let bundle = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 3000);
     let _service = Service::start(&bus, &device);
     let conn = bus.connect().await;
@@ -565,6 +570,7 @@ fn rauc_client_installs_reads_status_and_marks() {
     let bus = Bus::session();
     let device = Device::new("rauc-compat = true");
     let pki = dbus_bundles::keys(&device);
+    dbus_bundles::populate(&device, &pki, false);
     let v2 = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 5);
     let mut service = Service::start(&bus, &device);
     service.wait_for_name(&bus, RAUC_NAME);
@@ -612,6 +618,7 @@ async fn a_killed_service_reports_the_interrupted_install_after_restart() {
     let bus = Bus::session();
     let device = Device::new("");
     let pki = dbus_bundles::keys(&device);
+    dbus_bundles::populate(&device, &pki, false);
     let bundle = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 3000);
     let service = Service::start(&bus, &device);
     {

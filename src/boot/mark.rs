@@ -87,7 +87,34 @@ pub enum MarkError {
     },
 }
 
-/// Marks the slot `identifier` names as `state`.
+/// The slot `identifier` names (`booted`, `other` or a slot name), as
+/// [`mark`] resolves it.
+pub fn target(
+    config: &SystemConfig,
+    booted: Option<&Bootname>,
+    identifier: &str,
+) -> Result<SlotName, MarkError> {
+    let booted_slot = booted_slot(config, booted)?;
+    Ok(resolve(config, booted_slot.as_ref(), identifier)?.0)
+}
+
+fn booted_slot(
+    config: &SystemConfig,
+    booted: Option<&Bootname>,
+) -> Result<Option<SlotName>, MarkError> {
+    booted
+        .map(|b| {
+            config
+                .slot_by_bootname(b)
+                .map(|s| s.name.clone())
+                .ok_or_else(|| MarkError::BootedNotConfigured(b.clone()))
+        })
+        .transpose()
+}
+
+/// Marks the slot `identifier` names as `state`. This is the bootloader
+/// side only: [`crate::install::mark`] adds the install lock and the checks
+/// of what the slot holds, and is what callers use.
 pub fn mark(
     config: &SystemConfig,
     bootloader: &dyn Bootloader,
@@ -95,14 +122,7 @@ pub fn mark(
     state: MarkState,
     identifier: &str,
 ) -> Result<MarkOutcome, MarkError> {
-    let booted_slot = booted
-        .map(|b| {
-            config
-                .slot_by_bootname(b)
-                .map(|s| s.name.clone())
-                .ok_or_else(|| MarkError::BootedNotConfigured(b.clone()))
-        })
-        .transpose()?;
+    let booted_slot = booted_slot(config, booted)?;
     let (slot, bootname) = resolve(config, booted_slot.as_ref(), identifier)?;
     let backend = |source| MarkError::Backend {
         slot: slot.clone(),

@@ -20,7 +20,7 @@ use openssl::x509::X509;
 use sha2::{Digest as _, Sha256};
 
 use super::format::{self, Header, MAX_IMAGE_SIZE};
-use super::manifest::{MANIFEST_FORMAT, MANIFEST_FORMAT_RAW, MAX_RAW_IMAGES};
+use super::manifest::MAX_RAW_IMAGES;
 use super::{
     Encoding, IndexEntry, Manifest, ManifestBase, ManifestImage, ManifestObjects, ManifestRaw,
 };
@@ -49,6 +49,8 @@ pub struct CreateOptions {
     pub intermediates: Vec<PathBuf>,
     pub compatible: String,
     pub version: String,
+    /// The anti-rollback security version (0: none).
+    pub security_version: u64,
     pub description: String,
     pub build: String,
     /// Bundles or composefs images whose objects this (delta) bundle leaves out.
@@ -83,6 +85,7 @@ impl CreateOptions {
             intermediates: Vec::new(),
             compatible: compatible.into(),
             version: version.into(),
+            security_version: 0,
             description: String::new(),
             build: String::new(),
             bases: Vec::new(),
@@ -316,17 +319,14 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
     });
-    let manifest = Manifest {
-        format: if raw.is_empty() {
-            MANIFEST_FORMAT
-        } else {
-            MANIFEST_FORMAT_RAW
-        },
+    let mut manifest = Manifest {
+        format: 0,
         compatible: opts.compatible.clone(),
         version: opts.version.clone(),
         description: opts.description.clone(),
         build: opts.build.clone(),
         created: rfc3339(created),
+        security_version: opts.security_version,
         image: ManifestImage {
             digest: image_digest,
             size: image.len() as u64,
@@ -341,6 +341,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         bases,
         raw,
     };
+    manifest.format = manifest.needed_format();
     let manifest_text = manifest.to_toml();
     let signature = signer.sign(manifest_text.as_bytes())?;
     let header = Header::sequential(

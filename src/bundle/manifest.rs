@@ -8,8 +8,12 @@ pub const MANIFEST_FORMAT: u32 = 1;
 /// The manifest format of a bundle that carries raw images (`[[raw]]`): a
 /// reader that predates them refuses it rather than install half of it.
 pub const MANIFEST_FORMAT_RAW: u32 = 2;
+/// The manifest format of a bundle with a `security-version` above 0: a
+/// reader that predates the anti-rollback floor refuses it rather than
+/// install it without enforcing the floor.
+pub const MANIFEST_FORMAT_SECURITY: u32 = 3;
 /// The newest manifest format this build reads.
-pub const MAX_MANIFEST_FORMAT: u32 = MANIFEST_FORMAT_RAW;
+pub const MAX_MANIFEST_FORMAT: u32 = MANIFEST_FORMAT_SECURITY;
 /// Most raw images one bundle may carry.
 pub const MAX_RAW_IMAGES: usize = 64;
 
@@ -27,6 +31,11 @@ pub struct Manifest {
     pub build: String,
     /// RFC 3339 creation time (UTC).
     pub created: String,
+    /// Anti-rollback: a device refuses bundles below the highest security
+    /// version it has booted and marked good. 0 (absent) for bundles that
+    /// raise nothing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub security_version: u64,
     pub image: ManifestImage,
     pub objects: ManifestObjects,
     /// For delta bundles: the images whose objects this bundle leaves out.
@@ -105,6 +114,12 @@ impl Manifest {
             return Err(ManifestError::UnsupportedFormat { found: m.format });
         }
         m.check_raw()?;
+        if m.security_version > 0 && m.format < MANIFEST_FORMAT_SECURITY {
+            return Err(ManifestError::Invalid(format!(
+                "security-version needs format = {MANIFEST_FORMAT_SECURITY}, but the manifest says format = {}",
+                m.format
+            )));
+        }
         if m.compatible.is_empty() {
             return Err(ManifestError::Invalid("compatible is empty".into()));
         }
@@ -170,6 +185,17 @@ impl Manifest {
         Ok(())
     }
 
+    /// The lowest manifest format that can express this manifest's content.
+    pub fn needed_format(&self) -> u32 {
+        if self.security_version > 0 {
+            MANIFEST_FORMAT_SECURITY
+        } else if !self.raw.is_empty() {
+            MANIFEST_FORMAT_RAW
+        } else {
+            MANIFEST_FORMAT
+        }
+    }
+
     /// The raw image for slot class `class`, if the bundle carries one.
     pub fn raw_image(&self, class: &str) -> Option<&ManifestRaw> {
         self.raw.iter().find(|r| r.class == class)
@@ -186,6 +212,10 @@ impl Manifest {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +228,7 @@ mod tests {
             description: String::new(),
             build: "b1".into(),
             created: "2024-01-01T00:00:00Z".into(),
+            security_version: 0,
             image: ManifestImage {
                 digest: Digest([1; 32]),
                 size: 4096,
@@ -240,7 +271,7 @@ mod tests {
         two.raw.push(two.raw[0].clone());
         let table: Vec<(String, &str)> = vec![
             (good.replace("format = 2", "format = 1"), "need format = 2"),
-            (good.replace("format = 2", "format = 3"), "format 3"),
+            (good.replace("format = 2", "format = 4"), "format 4"),
             (
                 good.replace("\"bootloader\"", "\"boot loader\""),
                 "not a slot class",
@@ -256,6 +287,21 @@ mod tests {
         // One raw image may be carried beyond the referenced objects.
         let three = good.replace("count = 1", "count = 3");
         assert!(Manifest::parse(three.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn security_version_needs_format_3() {
+        let mut m = sample();
+        assert!(!m.to_toml().contains("security-version"));
+        m.security_version = 4;
+        m.format = m.needed_format();
+        assert_eq!(m.format, MANIFEST_FORMAT_SECURITY);
+        let text = m.to_toml();
+        assert!(text.contains("security-version = 4"), "{text}");
+        assert_eq!(Manifest::parse(text.as_bytes()).unwrap(), m);
+        let old = text.replace("format = 3", "format = 2");
+        let err = Manifest::parse(old.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("security-version needs format = 3"), "{err}");
     }
 
     #[test]

@@ -46,6 +46,11 @@ pub struct CreateArgs {
     /// The version of the software in the bundle.
     #[arg(long)]
     version: String,
+    /// Anti-rollback: devices that booted and marked good a bundle with this
+    /// security version refuse every bundle below it. Raise it with a
+    /// security fix; leave it for releases a device may roll back from.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    security_version: u64,
     #[arg(long, default_value = "")]
     description: String,
     /// A build identifier.
@@ -216,6 +221,7 @@ fn create_cmd(a: CreateArgs) -> anyhow::Result<ExitCode> {
         intermediates: a.intermediate,
         compatible: a.compatible,
         version: a.version,
+        security_version: a.security_version,
         description: a.description,
         build: a.build,
         bases: a.base,

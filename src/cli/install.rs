@@ -69,6 +69,9 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         outcome.objects_reused,
         outcome.objects_collected
     );
+    if let Some(why) = &outcome.gc_refused {
+        eprintln!("didymos: warning: {why}");
+    }
     for (slot, class) in &outcome.raw_written {
         println!("raw image {class} written to {slot}");
     }

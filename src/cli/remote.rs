@@ -288,6 +288,7 @@ impl Remote {
             } else {
                 None
             };
+            let floor = p.security_floor().await;
             Ok(SystemStatus {
                 compatible: prop(p.compatible().await)?,
                 variant: non_empty(prop(p.variant().await)?),
@@ -298,6 +299,11 @@ impl Remote {
                 system_version: non_empty(prop(p.system_version().await)?),
                 interrupted_install,
                 rollback: didymos::status::detect_rollback(&slots),
+                security_floor: *floor.as_ref().unwrap_or(&0),
+                security_floor_error: floor.err().map(|e| match e {
+                    zbus::Error::MethodError(_, Some(m), _) => m,
+                    other => other.to_string(),
+                }),
                 slots,
             })
         })

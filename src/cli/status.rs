@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use didymos::boot::mark::{self, MarkState};
+use didymos::boot::mark::MarkState;
 use didymos::status::{SlotStatus, SystemStatus};
 
 use super::Global;
@@ -61,15 +61,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         {
             return service.mark(state, &ident);
         }
-        let bootloader = didymos::boot::from_config(&config)?;
-        let booted = didymos::slot::booted::detect(&config);
-        let outcome = mark::mark(
-            &config,
-            bootloader.as_ref(),
-            booted.bootname(),
-            state,
-            &ident,
-        )?;
+        let outcome = didymos::install::mark(&config, state, &ident)?;
         println!("{}", outcome.message);
         return Ok(ExitCode::SUCCESS);
     }
@@ -141,6 +133,12 @@ fn readable(s: &SystemStatus, detailed: bool) -> String {
     if let Some(r) = &s.rollback {
         let _ = writeln!(o, "Warning:   {r}");
     }
+    for p in s.problems() {
+        let _ = writeln!(o, "Problem:   {p}");
+    }
+    if s.security_floor > 0 {
+        let _ = writeln!(o, "Security version floor: {}", s.security_floor);
+    }
     let _ = writeln!(o);
     let _ = writeln!(o, "=== Slot States ===");
     for slot in &s.slots {
@@ -165,7 +163,19 @@ fn readable_slot(o: &mut String, slot: &SlotStatus, detailed: bool) {
     if let Some(p) = &slot.parent {
         let _ = writeln!(o, "    parent: {p}");
     }
-    if let Some(bs) = slot.boot_status {
+    let empty = slot.kind == "composefs" && slot.record.is_none();
+    if let (true, Some(bs)) = (empty, slot.boot_status) {
+        // The bootloader's own view of a slot with nothing in it (a fresh
+        // device's defaults) is no promise that it boots.
+        let _ = writeln!(
+            o,
+            "    boot status: empty slot (the bootloader's own state: {}{})",
+            bs.as_str(),
+            slot.attempts_left
+                .map(|n| format!(", {n} attempts left"))
+                .unwrap_or_default()
+        );
+    } else if let Some(bs) = slot.boot_status {
         match slot.attempts_left {
             Some(n) => {
                 let _ = writeln!(o, "    boot status: {} ({n} attempts left)", bs.as_str());
@@ -187,17 +197,27 @@ fn readable_slot(o: &mut String, slot: &SlotStatus, detailed: bool) {
         }
         return;
     }
-    match &slot.record {
-        None => {
+    match (&slot.record, &slot.record_error) {
+        (None, Some(e)) => {
+            let _ = writeln!(o, "    installed: record cannot be read: {e}");
+        }
+        (None, None) => {
             let _ = writeln!(o, "    installed: (nothing)");
         }
-        Some(r) => {
+        (Some(r), _) => {
             let _ = writeln!(o, "    bundle version: {}", r.bundle_version);
             let _ = writeln!(o, "    installed: {}", r.installed_timestamp);
+            if let Some(n) = slot.security_version.filter(|n| *n > 0) {
+                let _ = writeln!(o, "    security version: {n}");
+            }
             if detailed {
                 let _ = writeln!(o, "    bundle compatible: {}", r.bundle_compatible);
-                let _ = writeln!(o, "    bundle description: {}", r.bundle_description);
-                let _ = writeln!(o, "    bundle build: {}", r.bundle_build);
+                if !r.bundle_description.is_empty() {
+                    let _ = writeln!(o, "    bundle description: {}", r.bundle_description);
+                }
+                if !r.bundle_build.is_empty() {
+                    let _ = writeln!(o, "    bundle build: {}", r.bundle_build);
+                }
                 let _ = writeln!(o, "    bundle hash: {}", r.bundle_hash);
                 let _ = writeln!(o, "    image: {}", r.image);
                 let _ = writeln!(o, "    installed count: {}", r.installed_count);
@@ -239,6 +259,8 @@ fn shell(s: &SystemStatus) -> String {
         s.system_version.as_deref().unwrap_or(""),
     );
     kv("DIDYMOS_ROLLBACK", s.rollback.as_deref().unwrap_or(""));
+    kv("DIDYMOS_SECURITY_FLOOR", &s.security_floor.to_string());
+    kv("DIDYMOS_PROBLEMS", &s.problems().join("\n"));
     kv(
         "DIDYMOS_BOOT_PRIMARY",
         &s.primary
@@ -307,6 +329,8 @@ mod tests {
             state: state.into(),
             boot_status: Some(bs),
             attempts_left: Some(3),
+            record_error: None,
+            security_version: rec.map(|_| 0),
             record: rec.map(|(v, t)| SlotRecord {
                 slot: SlotName::parse(n).unwrap(),
                 bootname: Some(Bootname::new(b).unwrap()),
@@ -333,6 +357,8 @@ mod tests {
             system_version: Some("2.0".into()),
             interrupted_install: None,
             rollback: None,
+            security_floor: 2,
+            security_floor_error: None,
             slots: vec![
                 slot(
                     "rootfs.0",
@@ -359,6 +385,8 @@ mod tests {
                     boot_status: None,
                     attempts_left: None,
                     record: None,
+                    record_error: None,
+                    security_version: None,
                     raw: Some(RawRecord {
                         slot: SlotName::parse("bootloader.1").unwrap(),
                         parent: SlotName::parse("rootfs.1").unwrap(),

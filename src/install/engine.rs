@@ -94,7 +94,8 @@ impl Reporter<'_> {
 
 /// The checks that write nothing and read only the bundle's head (header,
 /// manifest, signature, object index): the signature against the keyring,
-/// `require-manifest-hash`, compatible and the version limit. The install runs
+/// `require-manifest-hash`, compatible, the version limit, the security
+/// version floor, and that the booted slot stays a fall back. The install runs
 /// them first; the service also runs them in the method call, so that a bundle
 /// this device would refuse is refused before an install starts. The payload
 /// (image and objects) is checked later, as the install reads it.
@@ -121,6 +122,16 @@ pub fn check(
             system: config.system.compatible.clone(),
         });
     }
+    // Anti-rollback: no override, not even --ignore-version-limit.
+    let floor = super::security::load(&config.store.path)?;
+    if manifest.security_version < floor.floor {
+        return Err(InstallError::SecurityVersionTooOld {
+            bundle_version: manifest.version.clone(),
+            security_version: manifest.security_version,
+            floor: floor.floor,
+            raised: super::mark::describe_raise(&floor),
+        });
+    }
     if let Some(min) = &config.system.min_bundle_version
         && !options.ignore_version_limit
         && super::version::compare(&manifest.version, min) == std::cmp::Ordering::Less
@@ -130,6 +141,8 @@ pub fn check(
             minimum: min.clone(),
         });
     }
+    let bootloader = boot::from_config(config)?;
+    check_fallback(bootloader.as_ref(), &crate::slot::booted::detect(config))?;
     Ok(bundle)
 }
 
@@ -314,11 +327,11 @@ pub fn install(
     failpoint("journal-removed");
 
     r.step(97, "Removing objects no slot needs", 2);
-    let collected = match super::gc_locked(config, &store) {
-        Ok(report) => report.objects_removed,
+    let (collected, gc_refused) = match super::gc_locked(config, &store) {
+        Ok(report) => (report.objects_removed, None),
         Err(e) => {
             log::warn!("garbage collection after the install failed: {e}");
-            0
+            (0, Some(e.to_string()))
         }
     };
     r.step(100, "Installing done.", 1);
@@ -331,6 +344,7 @@ pub fn install(
         bytes_written,
         objects_reused: referenced.len() as u64 - objects_written,
         objects_collected: collected,
+        gc_refused,
         raw_written: raw_plan
             .iter()
             .map(|w| (w.slot.clone(), w.image.class.clone()))
@@ -494,6 +508,22 @@ fn select_target<'c>(
                 None => "system.conf has no composefs slot with a bootname".into(),
             })
         })
+}
+
+/// Activating the new slot makes the booted one its fall back; refuse when
+/// the bootloader would not boot the booted slot again (booted on trial and
+/// never marked good, its attempts used up), since a new slot that failed
+/// would then leave nothing to boot. Not booted through a slot: nothing to
+/// keep.
+fn check_fallback(bootloader: &dyn Bootloader, booted: &Booted) -> Result<(), InstallError> {
+    let Booted::Slot { slot, bootname } = booted else {
+        return Ok(());
+    };
+    let bad = bootloader.get_state(bootname)? == BootState::Bad;
+    if bad || bootloader.attempts_left(bootname)? == Some(0) {
+        return Err(InstallError::BootedUnconfirmed { slot: slot.clone() });
+    }
+    Ok(())
 }
 
 /// Bytes the install will take: objects rounded up to filesystem blocks, plus

@@ -10,11 +10,14 @@ mod engine;
 mod handlers;
 pub mod journal;
 mod lock;
+mod mark;
 mod raw;
+pub mod security;
 pub mod version;
 
 pub use engine::{FAILPOINTS, check, install};
 pub use lock::InstallLock;
+pub use mark::mark;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,6 +80,8 @@ pub struct InstallOutcome {
     pub objects_collected: u64,
     /// The raw slots written, with the class of the image each got.
     pub raw_written: Vec<(SlotName, String)>,
+    /// Why the garbage collection at the end removed nothing, if it refused.
+    pub gc_refused: Option<String>,
 }
 
 /// Why an install failed. Each variant maps to one typed D-Bus error.
@@ -98,6 +103,36 @@ pub enum InstallError {
     VersionTooOld { bundle: String, minimum: String },
     #[error("manifest hash is {actual} but {expected} was required")]
     ManifestHashMismatch { expected: String, actual: String },
+    #[error(
+        "bundle version {bundle_version:?} has security version {security_version}, below this \
+         device's floor {floor} (raised when {raised} was marked good); a bundle below the floor \
+         would bring back what a security fix closed, so it is never installed or activated"
+    )]
+    SecurityVersionTooOld {
+        bundle_version: String,
+        security_version: u64,
+        floor: u64,
+        raised: String,
+    },
+    #[error("{0}")]
+    SecurityFloor(#[from] security::FloorError),
+    #[error(
+        "the booted slot {slot} has no boot attempts left: it was booted on trial and never \
+         marked good, so if the new slot failed to boot there would be no slot to fall back to; \
+         mark it good first if this system works (didymos status mark-good booted), then \
+         install again"
+    )]
+    BootedUnconfirmed { slot: SlotName },
+    #[error("cannot mark slot {slot} {state}: {reason}")]
+    NotBootable {
+        slot: SlotName,
+        state: &'static str,
+        reason: String,
+    },
+    #[error(transparent)]
+    Mark(#[from] crate::boot::mark::MarkError),
+    #[error("garbage collection stopped, nothing was removed: {0}")]
+    GcRefused(String),
     #[error("no slot to install into: {0}")]
     NoTargetSlot(String),
     #[error("{0}")]
@@ -139,13 +174,43 @@ use crate::config::SystemConfig;
 use crate::store::{FsckReport, GcReport, Store};
 
 /// The images every slot record names: what the store must keep.
-pub fn slot_images(config: &SystemConfig) -> std::collections::BTreeMap<SlotName, Digest> {
-    config
-        .slots
-        .iter()
-        .filter_map(|s| SlotRecord::load(&config.store.path, &s.name).ok())
-        .map(|r| (r.slot, r.image))
-        .collect()
+///
+/// A slot without a record holds nothing, except the booted slot: it runs
+/// from some image, so a booted slot without a record is an error, as is any
+/// record that exists but cannot be read or parsed. Whatever such a slot
+/// uses is unknown, and garbage collection must then remove nothing.
+pub fn slot_images(
+    config: &SystemConfig,
+) -> Result<std::collections::BTreeMap<SlotName, Digest>, String> {
+    let booted = crate::slot::booted::detect(config);
+    let mut out = std::collections::BTreeMap::new();
+    for s in &config.slots {
+        if s.kind != crate::config::SlotKind::Composefs {
+            continue;
+        }
+        match crate::slot::check::load_record(&config.store.path, &s.name) {
+            Ok(Some(r)) => {
+                out.insert(s.name.clone(), r.image);
+            }
+            Ok(None) if booted.slot() == Some(&s.name) => {
+                return Err(format!(
+                    "the booted slot {} has no slot record, so which image it runs from is \
+                     unknown; install a bundle into the other slot and boot it, then reinstall {}",
+                    s.name, s.name
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(format!(
+                    "slot {}: {e}; what that slot uses is unknown. Reinstall it (from the other \
+                     slot), or if it is not needed remove {} and run didymos gc again",
+                    s.name,
+                    crate::slot::record::slot_dir(&config.store.path, &s.name).display()
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 use crate::slot::SlotRecord;
@@ -212,18 +277,54 @@ pub fn gc(config: &SystemConfig) -> Result<GcReport, InstallError> {
 }
 
 fn gc_locked(config: &SystemConfig, store: &Store) -> Result<GcReport, InstallError> {
-    let keep = slot_images(config).into_values().collect();
+    let keep = slot_images(config)
+        .map_err(InstallError::GcRefused)?
+        .into_values()
+        .collect();
     Ok(store.gc(&keep)?)
 }
 
-/// Checks every object and every slot's image and references.
+/// Checks every object, every slot's image and the objects it references,
+/// and every slot as setup-root would check it at boot (record, signature
+/// against the keyring, manifest, image).
 pub fn fsck(config: &SystemConfig) -> Result<FsckReport, InstallError> {
     let store = Store::open(&config.store.path, config.store.verity);
-    let roots: Vec<(String, Digest)> = slot_images(config)
-        .into_iter()
-        .map(|(slot, image)| (format!("slot {slot}"), image))
-        .collect();
-    Ok(store.fsck(&roots)?)
+    let booted = crate::slot::booted::detect(config);
+    let mut roots = Vec::new();
+    let mut slot_problems = Vec::new();
+    for s in config
+        .slots
+        .iter()
+        .filter(|s| s.kind == crate::config::SlotKind::Composefs)
+    {
+        let problem = |error: String| crate::store::FsckProblem::Slot {
+            slot: s.name.clone(),
+            error,
+        };
+        match crate::slot::check::load_record(&config.store.path, &s.name) {
+            Ok(None) if booted.slot() == Some(&s.name) => slot_problems.push(problem(
+                "it is the booted slot but has no slot record; the next boot of it will fail \
+                 (install into the other slot, boot that, then reinstall this one)"
+                    .into(),
+            )),
+            Ok(None) => {}
+            Err(e) => slot_problems.push(problem(format!(
+                "{e}; setup-root would refuse to boot it and garbage collection removes nothing \
+                 until it is repaired (reinstall the slot)"
+            ))),
+            Ok(Some(record)) => {
+                roots.push((format!("slot {}", s.name), record.image));
+                if let Err(e) =
+                    crate::slot::check::verify_slot(config, &config.store.path, &s.name, None)
+                {
+                    slot_problems.push(problem(format!("setup-root would refuse to boot it: {e}")));
+                }
+            }
+        }
+    }
+    let mut report = store.fsck(&roots)?;
+    report.problems.extend(slot_problems);
+    Ok(report)
 }
 
 /// Gives every object and image in the store fs-verity where it lacks it

@@ -45,6 +45,8 @@ pub trait Installer {
     fn boot_slot(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn system_version(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn security_floor(&self) -> zbus::Result<u64>;
 
     #[zbus(signal)]
     fn completed(&self, result: i32) -> zbus::Result<()>;

@@ -386,6 +386,12 @@ impl Core {
     /// Records a progress report: percentages never go down, and stay below
     /// 100 until the install has really finished.
     fn record_progress(&self, p: Progress) {
+        // The engine's own last report (100 %) is published by
+        // `record_result`, once the install has really ended; taken here it
+        // would show as "99 % Installing done.".
+        if p.percent >= 100 {
+            return;
+        }
         let mut s = self.state();
         let percent = p.percent.clamp(s.progress.0, 99);
         s.progress = (percent, p.message, p.depth);

@@ -57,16 +57,7 @@ pub fn mark(
     state: MarkState,
     identifier: &str,
 ) -> Result<(String, String), Error> {
-    let bootloader =
-        crate::boot::from_config(config).map_err(|e| Error::Bootloader(super::error::chain(&e)))?;
-    let booted = crate::slot::booted::detect(config);
-    let outcome = crate::boot::mark::mark(
-        config,
-        bootloader.as_ref(),
-        booted.bootname(),
-        state,
-        identifier,
-    )?;
+    let outcome = crate::install::mark(config, state, identifier)?;
     Ok((outcome.slot.to_string(), outcome.message))
 }
 

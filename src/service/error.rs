@@ -25,6 +25,15 @@ pub enum Error {
     NotCompatible(String),
     /// The bundle's version is below `[system] min-bundle-version`.
     VersionTooOld(String),
+    /// The bundle's (or slot's) security version is below the device's
+    /// anti-rollback floor.
+    SecurityVersionTooOld(String),
+    /// The booted slot was never marked good and has no boot attempts left:
+    /// activating another slot would leave nothing to fall back to.
+    BootedUnconfirmed(String),
+    /// The slot to mark good or active would not boot (empty, or refused by
+    /// the checks setup-root runs).
+    NotBootable(String),
     /// The bundle's signature or its chain of trust does not verify.
     SignatureInvalid(String),
     /// The manifest hash differs from the `require-manifest-hash` argument.
@@ -74,6 +83,9 @@ impl Error {
             Self::ZBus(e) => e.to_string(),
             Self::NotCompatible(m)
             | Self::VersionTooOld(m)
+            | Self::SecurityVersionTooOld(m)
+            | Self::BootedUnconfirmed(m)
+            | Self::NotBootable(m)
             | Self::SignatureInvalid(m)
             | Self::ManifestHashMismatch(m)
             | Self::BundleInvalid(m)
@@ -126,7 +138,13 @@ impl From<InstallError> for Error {
             InstallError::Cancelled => Self::Cancelled(msg),
             InstallError::Bootloader(_) => Self::Bootloader(msg),
             InstallError::Handler { .. } => Self::Handler(msg),
-            InstallError::Keyring(_)
+            InstallError::SecurityVersionTooOld { .. } => Self::SecurityVersionTooOld(msg),
+            InstallError::BootedUnconfirmed { .. } => Self::BootedUnconfirmed(msg),
+            InstallError::NotBootable { .. } => Self::NotBootable(msg),
+            InstallError::Mark(m) => Self::from(m),
+            InstallError::SecurityFloor(_)
+            | InstallError::GcRefused(_)
+            | InstallError::Keyring(_)
             | InstallError::Store(_)
             | InstallError::Io { .. }
             | InstallError::Raw { .. } => Self::Failed(msg),

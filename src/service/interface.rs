@@ -176,6 +176,14 @@ impl Installer {
         self.core.facts.system_version.clone()
     }
 
+    /// Anti-rollback: bundles with a lower security version are refused.
+    #[zbus(property)]
+    fn security_floor(&self) -> zbus::fdo::Result<u64> {
+        crate::install::security::load(&self.core.config.store.path)
+            .map(|f| f.floor)
+            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+    }
+
     /// An install finished: 0 on success, 1 on failure (see `LastError`).
     #[zbus(signal)]
     pub async fn completed(emitter: &SignalEmitter<'_>, result: i32) -> zbus::Result<()>;

@@ -162,8 +162,10 @@ pub fn slot_status(slot: &SlotStatus) -> Result<(String, Dict), Error> {
             .put("installed.timestamp", r.installed_timestamp.as_str())?
             .put("installed.count", count(r.installed_count))?
             .put_opt("activated.timestamp", r.activated_timestamp.as_deref())?
-            .put("activated.count", count(r.activated_count))?;
+            .put("activated.count", count(r.activated_count))?
+            .put_opt("bundle.security-version", slot.security_version)?;
     }
+    d = d.put_opt("record.error", slot.record_error.as_deref())?;
     if let Some(r) = &slot.raw {
         // RAUC's keys for what a raw slot holds, plus its fs-verity digest.
         d = d
@@ -238,6 +240,8 @@ pub fn slot_status_from_wire(name: &str, d: &Dict) -> Result<SlotStatus, String>
             boot_status: None,
             attempts_left: None,
             record: None,
+            record_error: None,
+            security_version: None,
             raw,
         });
     }
@@ -278,7 +282,13 @@ pub fn slot_status_from_wire(name: &str, d: &Dict) -> Result<SlotStatus, String>
         state: required("state")?,
         boot_status,
         attempts_left: number("attempts-left")?,
+        security_version: match d.get("bundle.security-version").map(|v| &**v) {
+            None => None,
+            Some(Value::U64(n)) => Some(*n),
+            Some(_) => return Err(bad("bundle.security-version", "is not a u64")),
+        },
         record,
+        record_error: text("record.error")?,
         raw: None,
     })
 }
@@ -314,6 +324,7 @@ pub fn bundle_info(info: &BundleInfo) -> Result<Dict, Error> {
         .put("manifest", info.manifest_text.as_str())?
         .put("size", info.size)?
         .put("format", m.format)?
+        .put("security-version", m.security_version)?
         .put("created", m.created.as_str())?
         .put("update", update)?
         .put("image", image)?
@@ -459,6 +470,8 @@ mod tests {
                 boot_status: Some(BootState::Good),
                 attempts_left: Some(3),
                 record: Some(record),
+                record_error: None,
+                security_version: Some(3),
                 raw: None,
             },
             SlotStatus {
@@ -472,6 +485,8 @@ mod tests {
                 boot_status: None,
                 attempts_left: None,
                 record: None,
+                record_error: None,
+                security_version: None,
                 raw: None,
             },
             SlotStatus {
@@ -485,6 +500,8 @@ mod tests {
                 boot_status: None,
                 attempts_left: None,
                 record: None,
+                record_error: None,
+                security_version: None,
                 raw: Some(RawRecord {
                     slot: SlotName::parse("bootloader.1").unwrap(),
                     parent: SlotName::parse("rootfs.1").unwrap(),
@@ -524,6 +541,8 @@ mod tests {
             boot_status: None,
             attempts_left: None,
             record: None,
+            record_error: Some("damaged".into()),
+            security_version: None,
             raw: None,
         }
     }
@@ -538,6 +557,7 @@ mod tests {
             description: "d".into(),
             build: String::new(),
             created: "2025-01-01T00:00:00Z".into(),
+            security_version: 0,
             image: ManifestImage {
                 digest: "11".repeat(32).parse().unwrap(),
                 size: 4096,

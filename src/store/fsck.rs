@@ -28,6 +28,11 @@ pub enum FsckProblem {
         image: Digest,
         object: Digest,
     },
+    /// A slot would not boot, or its record cannot be read.
+    Slot {
+        slot: crate::slot::SlotName,
+        error: String,
+    },
 }
 
 impl std::fmt::Display for FsckProblem {
@@ -57,6 +62,7 @@ impl std::fmt::Display for FsckProblem {
                 f,
                 "{owner}: image {image} references object {object}, which is not in the store"
             ),
+            Self::Slot { slot, error } => write!(f, "slot {slot}: {error}"),
         }
     }
 }

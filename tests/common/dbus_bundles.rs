@@ -68,3 +68,31 @@ pub fn bundle(
     create(&options).unwrap();
     output
 }
+
+/// Installs a bundle into slot A, and then one into slot B when `both`,
+/// through the library, as earlier updates would have; the kernel command
+/// line is left saying A was booted. After this A holds 0.1 (and B 0.2, and
+/// is the bootloader's primary).
+pub fn populate(device: &Device, pki: &didymos::bundle::devpki::DevPki, both: bool) {
+    use didymos::install::{BundleSource, CancelToken, InstallOptions, install};
+    let config = didymos::config::SystemConfig::load(&device.conf).unwrap();
+    let run = |version: &str| {
+        let b = bundle(device, pki, "didymos-test", version, 3);
+        install(
+            &config,
+            BundleSource::Path(b),
+            &InstallOptions::default(),
+            &|_| {},
+            &CancelToken::default(),
+        )
+        .unwrap()
+    };
+    let cmdline = device.path("cmdline");
+    let booted = std::fs::read_to_string(&cmdline).unwrap();
+    std::fs::write(&cmdline, "").unwrap();
+    assert_eq!(run("0.1").slot.to_string(), "rootfs.0");
+    std::fs::write(&cmdline, &booted).unwrap();
+    if both {
+        assert_eq!(run("0.2").slot.to_string(), "rootfs.1");
+    }
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use didymos::boot::file::FileBootloader;
-use didymos::boot::mark::{self, MarkState};
+use didymos::boot::mark::MarkState;
 use didymos::bundle::create::{self, CreateOptions};
 use didymos::config::SystemConfig;
 use didymos::install::{
@@ -116,16 +116,14 @@ impl Device {
             .cloned()
     }
 
+    /// `didymos status mark-good booted`, through the install engine's
+    /// marking (install lock, slot checks, the security floor).
     pub fn mark_good(&self) {
-        let b = self.booted();
-        mark::mark(
-            &self.config,
-            &self.bootloader(),
-            b.as_ref(),
-            MarkState::Good,
-            "booted",
-        )
-        .unwrap();
+        self.mark(MarkState::Good, "booted").unwrap();
+    }
+
+    pub fn mark(&self, state: MarkState, slot: &str) -> Result<String, InstallError> {
+        install::mark(&self.config, state, slot).map(|o| o.message)
     }
 
     pub fn primary(&self) -> Option<Bootname> {
