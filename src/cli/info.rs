@@ -111,6 +111,9 @@ fn readable(path: &std::path::Path, m: &Manifest, file_size: u64, verdict: &Verd
         line("Build:", m.build.clone());
     }
     line("Created:", m.created.clone());
+    if m.security_version > 0 {
+        line("Security:", m.security_version.to_string());
+    }
     line("Format:", m.format.to_string());
     line("Size:", format!("{file_size} bytes"));
     line(
