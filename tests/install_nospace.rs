@@ -97,3 +97,53 @@ fn enospc_while_writing_leaves_the_store_consistent() {
     d.install(&big).unwrap();
     d.fsck_clean();
 }
+
+/// Inodes run out before bytes do (many small objects): refused before
+/// anything is written, not ENOSPC half-way with the target marked bad.
+#[test]
+fn refused_when_inodes_run_out() {
+    let d = Device::new();
+    let _t = Tmpfs::mount(&d.config.store.path, "64M,nr_inodes=400");
+    let v1 = d.bundle(1, None);
+    d.install(&v1).unwrap();
+    d.boot();
+    d.mark_good();
+    let v2 = d.bundle(2, None);
+    // Leave a handful of inodes.
+    let fill = d.config.store.path.join("state/inodes");
+    std::fs::create_dir_all(&fill).unwrap();
+    let free = rustix::fs::statvfs(&d.config.store.path).unwrap().f_favail;
+    for i in 0..free.saturating_sub(5) {
+        std::fs::write(fill.join(i.to_string()), b"").unwrap();
+    }
+    let before = d.snapshot();
+    let err = d.install(&v2).unwrap_err();
+    assert!(
+        matches!(err, didymos::install::InstallError::NoInodes { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not enough inodes"), "{err}");
+    assert_eq!(before, d.snapshot(), "a refusal writes nothing");
+    assert_eq!(d.primary().unwrap().as_str(), "A");
+    std::fs::remove_dir_all(&fill).unwrap();
+    d.install(&v2).unwrap();
+}
+
+/// The boot files go to their own, nearly full filesystem: the install is
+/// refused up front, naming that filesystem, instead of failing after the
+/// slot record was written.
+#[test]
+fn refused_when_the_boot_files_do_not_fit() {
+    let d = Device::new();
+    let boot_a = d.path("boot/A");
+    let _t = Tmpfs::mount(&boot_a, "256K");
+    let v1 = d.bundle(1, None);
+    let before = d.snapshot();
+    let err = d.install(&v1).unwrap_err();
+    assert!(
+        matches!(err, didymos::install::InstallError::NoSpace { ref path, .. } if path == &boot_a),
+        "{err}"
+    );
+    assert_eq!(before, d.snapshot(), "a refusal writes nothing");
+    assert_eq!(std::fs::read_dir(&boot_a).unwrap().count(), 0);
+}

@@ -229,16 +229,16 @@ pub fn install(
         .cloned()
         .collect();
     let raw_plan = super::raw::plan(config, target, &bundle)?;
-    // Each raw image passes through tmp/ of the store, one at a time.
-    let needed_space = estimated_space(&to_write, image.len() as u64)
-        + raw_plan.iter().map(|w| w.image.size).max().unwrap_or(0);
-    let available = store.available_space()?;
-    if needed_space > available && !skip_space_check() {
-        return Err(InstallError::NoSpace {
-            path: config.store.path.clone(),
-            needed: needed_space,
-            available,
-        });
+    let boot_plan = super::boot_files::plan(target, &image)?;
+    if !skip_space_check() {
+        check_space(
+            config,
+            &store,
+            &to_write,
+            image.len() as u64,
+            &raw_plan,
+            &boot_plan,
+        )?;
     }
 
     let mut handler_env = handler_env(config, target, &bundle);
@@ -287,6 +287,7 @@ pub fn install(
         &referenced,
         &to_write,
         &raw_plan,
+        &boot_plan,
         previous,
         &started,
     )
@@ -363,6 +364,7 @@ fn write_slot(
     referenced: &BTreeSet<Digest>,
     to_write: &[crate::bundle::IndexEntry],
     raw_plan: &[super::raw::RawWrite],
+    boot_plan: &super::boot_files::BootFiles,
     previous: Option<SlotRecord>,
     started: &str,
 ) -> Result<(u64, u64), InstallError> {
@@ -463,9 +465,9 @@ fn write_slot(
         .map_err(|e| StoreError::Source(e.to_string()))?;
     failpoint("record-written");
 
-    if !target.boot_files.is_empty() {
+    if !boot_plan.files.is_empty() {
         r.step(92, "Installing boot files", 2);
-        super::boot_files::install(store, target, image)?;
+        super::boot_files::install(store, boot_plan)?;
     }
     failpoint("boot-files-written");
     Ok((written, to_write.len() as u64))
@@ -524,6 +526,45 @@ fn check_fallback(bootloader: &dyn Bootloader, booted: &Booted) -> Result<(), In
         return Err(InstallError::BootedUnconfirmed { slot: slot.clone() });
     }
     Ok(())
+}
+
+/// Refuses, before anything is written, an install that would run out of
+/// space or inodes: in the store (objects, the image, the largest raw image
+/// passing through `tmp/`) and where the boot files go (their own
+/// filesystem, or the store's when they share it; each file is written next
+/// to the one it replaces, so its whole size must be free).
+fn check_space(
+    config: &SystemConfig,
+    store: &Store,
+    to_write: &[crate::bundle::IndexEntry],
+    image: u64,
+    raw_plan: &[super::raw::RawWrite],
+    boot_plan: &super::boot_files::BootFiles,
+) -> Result<(), InstallError> {
+    let store_fs = crate::store::filesystem_free(&config.store.path)?;
+    let mut bytes =
+        estimated_space(to_write, image) + raw_plan.iter().map(|w| w.image.size).max().unwrap_or(0);
+    // Objects, the image, a raw image's temporary file, new objects/xx
+    // directories, and the slot record's three files.
+    let new_dirs: std::collections::BTreeSet<u8> = to_write
+        .iter()
+        .map(|e| e.digest.0[0])
+        .filter(|b| !store.objects_dir().join(format!("{b:02x}")).exists())
+        .collect();
+    let mut inodes = to_write.len() as u64 + 1 + 1 + new_dirs.len() as u64 + 3;
+    let boot_dir = boot_plan.directory.as_deref();
+    let boot_bytes = boot_plan.bytes();
+    let boot_inodes = boot_plan.files.len() as u64;
+    if let Some(dir) = boot_dir {
+        let boot_fs = crate::store::filesystem_free(dir)?;
+        if boot_fs.id == store_fs.id {
+            bytes += boot_bytes;
+            inodes += boot_inodes;
+        } else {
+            boot_fs.require(boot_bytes, boot_inodes, dir)?;
+        }
+    }
+    store_fs.require(bytes, inodes, &config.store.path)
 }
 
 /// Bytes the install will take: objects rounded up to filesystem blocks, plus

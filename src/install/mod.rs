@@ -148,6 +148,15 @@ pub enum InstallError {
         needed: u64,
         available: u64,
     },
+    #[error(
+        "not enough inodes in {path}: the install creates {needed} files but only {available} \
+         more fit; free some (didymos gc), or make the filesystem with more inodes"
+    )]
+    NoInodes {
+        path: std::path::PathBuf,
+        needed: u64,
+        available: u64,
+    },
     #[error("install cancelled; the previously booted slot is unchanged")]
     Cancelled,
     #[error("bootloader: {0}")]

@@ -134,6 +134,7 @@ impl From<InstallError> for Error {
             InstallError::NoTargetSlot(_) => Self::NoSuchSlot(msg),
             InstallError::MissingBaseObjects(_) => Self::MissingBaseObjects(msg),
             InstallError::NoSpace { .. }
+            | InstallError::NoInodes { .. }
             | InstallError::Store(crate::store::StoreError::NoSpace { .. }) => Self::NoSpace(msg),
             InstallError::Cancelled => Self::Cancelled(msg),
             InstallError::Bootloader(_) => Self::Bootloader(msg),

@@ -441,18 +441,61 @@ impl Store {
         }
         Ok(bytes)
     }
+}
 
-    /// Free bytes available to unprivileged writers on the store's
-    /// filesystem (the nearest existing ancestor's, for a store not made yet).
-    pub fn available_space(&self) -> Result<u64, StoreError> {
-        let existing = self
-            .root
-            .ancestors()
-            .find(|p| p.exists())
-            .unwrap_or(Path::new("/"));
-        let st = rustix::fs::statvfs(existing)
-            .map_err(|e| StoreError::io(existing, "cannot statvfs", e.into()))?;
-        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+/// What a filesystem has left, for the install's space check.
+#[derive(Debug, Clone, Copy)]
+pub struct FreeSpace {
+    /// Bytes available to unprivileged writers.
+    pub bytes: u64,
+    /// Inodes available; `None` for filesystems without a fixed number.
+    pub inodes: Option<u64>,
+    /// Tells filesystems apart (`f_fsid`).
+    pub id: u64,
+}
+
+/// The free space of the filesystem that holds `path` (its nearest existing
+/// ancestor, for a path not made yet).
+pub fn filesystem_free(path: &Path) -> Result<FreeSpace, StoreError> {
+    let existing = path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let st = rustix::fs::statvfs(existing)
+        .map_err(|e| StoreError::io(existing, "cannot statvfs", e.into()))?;
+    Ok(FreeSpace {
+        bytes: st.f_bavail.saturating_mul(st.f_frsize),
+        inodes: (st.f_files > 0).then_some(st.f_favail),
+        id: st.f_fsid,
+    })
+}
+
+impl FreeSpace {
+    /// Fails with the install's `NoSpace`/`NoInodes` when `bytes` or
+    /// `inodes` do not fit.
+    pub fn require(
+        &self,
+        bytes: u64,
+        inodes: u64,
+        path: &Path,
+    ) -> Result<(), crate::install::InstallError> {
+        if bytes > self.bytes {
+            return Err(crate::install::InstallError::NoSpace {
+                path: path.to_owned(),
+                needed: bytes,
+                available: self.bytes,
+            });
+        }
+        if let Some(available) = self.inodes
+            && inodes > available
+        {
+            return Err(crate::install::InstallError::NoInodes {
+                path: path.to_owned(),
+                needed: inodes,
+                available,
+            });
+        }
+        Ok(())
     }
 }
 
