@@ -340,6 +340,32 @@ fn default_efivarfs() -> PathBuf {
     PathBuf::from("/sys/firmware/efi/efivars")
 }
 
+/// The parser's message, or, where it has none (a control character, for
+/// one), what is at the position it points at.
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    if !message.is_empty() {
+        return message.to_owned();
+    }
+    let Some(span) = e.span() else {
+        return "not valid TOML".into();
+    };
+    let column = text[..span.start.min(text.len())]
+        .rsplit('\n')
+        .next()
+        .map_or(0, |l| l.chars().count())
+        + 1;
+    match text.get(span.start..).and_then(|t| t.chars().next()) {
+        Some(c) if c.is_control() => format!(
+            "column {column}: control character U+{:04X} is not allowed in TOML (not even in a \
+             comment; only tab is); remove it",
+            c as u32
+        ),
+        Some(c) => format!("column {column}: unexpected {c:?}"),
+        None => "unexpected end of file".into(),
+    }
+}
+
 impl SystemConfig {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -368,7 +394,7 @@ impl SystemConfig {
             ConfigError::Syntax {
                 path: path.to_owned(),
                 line,
-                message: e.message().trim().to_owned(),
+                message: syntax_message(text, &e),
             }
         })?;
         config.path = path.to_owned();
@@ -608,6 +634,18 @@ bootname = "B"
             .unwrap()
             + 1;
         assert!(msg.contains(&format!(":{line}:")), "{msg}");
+    }
+
+    #[test]
+    fn control_character_is_named() {
+        let text = format!("# a comment \u{1} with a control character\n{MINIMAL}");
+        let msg = SystemConfig::parse(&text, Path::new("s.conf"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("s.conf:1: column 13: control character U+0001"),
+            "{msg}"
+        );
     }
 
     #[test]
