@@ -338,3 +338,88 @@ fn anti_rollback_floor() {
     assert_eq!(code, Some(0), "{info}");
     assert!(info.contains("Security:     1"), "{info}");
 }
+
+/// An object of the booted slot that also belongs to the next release.
+fn shared_object(d: &Device, a: &std::path::Path, b: &std::path::Path) -> didymos::Digest {
+    let refs = |p: &std::path::Path| {
+        let k = didymos::keyring::Keyring::load(&d.config.keyring).unwrap();
+        let v = didymos::bundle::Bundle::open(p)
+            .unwrap()
+            .verify(&k)
+            .unwrap();
+        didymos::image::referenced_objects(&v.read_image().unwrap()).unwrap()
+    };
+    *refs(a)
+        .intersection(&refs(b))
+        .next()
+        .expect("a shared object")
+}
+
+fn corrupt(d: &Device, digest: &didymos::Digest) {
+    let p = d.config.store.path.join(digest.to_object_path());
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&p, bytes).unwrap();
+}
+
+/// A store without fs-verity: a damaged object is not reused. A full bundle
+/// writes it again; a delta bundle that lacks it is refused with what to do;
+/// fsck --repair quarantines it.
+#[test]
+fn damaged_objects_are_not_reused() {
+    let d = Device::new();
+    let v1 = d.bundle(1, None);
+    let v2 = d.bundle(2, None);
+    let v2_delta = d.bundle(2, Some(&v1));
+    d.install(&v1).unwrap();
+    d.boot();
+    d.mark_good();
+    let shared = shared_object(&d, &v1, &v2);
+    corrupt(&d, &shared);
+    let (code, fsck) = cli_output(&d, &["fsck"]);
+    assert_eq!(code, Some(1), "{fsck}");
+
+    // The delta does not carry it: refused before writing, saying what to do.
+    let before = d.snapshot();
+    let err = d.install(&v2_delta).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("object {shared} on this device is damaged")),
+        "{err}"
+    );
+    assert!(err.contains("didymos fsck --repair"), "{err}");
+    assert_eq!(d.snapshot(), before);
+
+    // fsck --repair moves it aside (nothing deleted); fsck still fails:
+    // the slot lacks the object now.
+    let (code, out) = cli_output(&d, &["fsck", "--repair"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("object {shared} is damaged: moved to")),
+        "{out}"
+    );
+    assert!(out.contains("references object"), "{out}");
+    let quarantine = d.config.store.path.join("quarantine");
+    assert_eq!(std::fs::read_dir(&quarantine).unwrap().count(), 1);
+
+    // A full bundle carrying it writes it again: the store is clean.
+    let o = d.install(&v2).unwrap();
+    assert!(o.objects_written > 0);
+    assert!(d.config.store.path.join(shared.to_object_path()).exists());
+    // v1 (the booted slot) needs it too and has it back.
+    d.fsck_clean();
+}
+
+/// Without repair: the full bundle replaces the damaged file in place.
+#[test]
+fn a_full_bundle_rewrites_a_damaged_object() {
+    let d = Device::new();
+    let v1 = d.bundle(1, None);
+    let v2 = d.bundle(2, None);
+    d.install(&v1).unwrap();
+    d.boot();
+    d.mark_good();
+    let shared = shared_object(&d, &v1, &v2);
+    corrupt(&d, &shared);
+    d.install(&v2).unwrap();
+    d.fsck_clean();
+}

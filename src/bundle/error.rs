@@ -54,15 +54,24 @@ pub enum BundleError {
     ImageDigestMismatch { expected: Digest, actual: Digest },
     #[error("image is invalid: {0}")]
     ImageInvalid(String),
-    #[error("object {digest} is damaged: its content has digest {actual}")]
+    #[error(
+        "object {digest} is damaged: its content has digest {actual}; the bundle file was \
+         damaged in transfer or storage: download (or copy) it again and retry"
+    )]
     ObjectDigestMismatch { digest: Digest, actual: Digest },
-    #[error("object {digest} is damaged: the index says {expected} bytes, decoding gave {actual}")]
+    #[error(
+        "object {digest} is damaged: the index says {expected} bytes, decoding gave {actual}; \
+         the bundle file was damaged in transfer or storage: download (or copy) it again and retry"
+    )]
     ObjectSizeMismatch {
         digest: Digest,
         expected: u64,
         actual: u64,
     },
-    #[error("object {digest} cannot be decoded: {detail}")]
+    #[error(
+        "object {digest} cannot be decoded: {detail}; the bundle file was damaged in transfer or \
+         storage: download (or copy) it again and retry"
+    )]
     ObjectDecode { digest: Digest, detail: String },
     #[error("object {0} is not in this bundle's index")]
     NotInIndex(Digest),

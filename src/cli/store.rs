@@ -13,6 +13,11 @@ pub struct FsckArgs {
     /// checking its content), e.g. on a store a build host filled.
     #[arg(long)]
     enable_verity: bool,
+    /// Move damaged objects and images into quarantine/ in the store (never
+    /// deleted), so that the next install of a bundle carrying them writes
+    /// them again.
+    #[arg(long)]
+    repair: bool,
 }
 
 pub fn gc(_args: GcArgs, global: &Global) -> anyhow::Result<ExitCode> {
@@ -30,6 +35,19 @@ pub fn fsck(args: FsckArgs, global: &Global) -> anyhow::Result<ExitCode> {
     if args.enable_verity {
         let sealed = didymos::install::enable_verity(&config)?;
         println!("enabled fs-verity on {sealed} files");
+    }
+    if args.repair {
+        let moved = didymos::install::repair(&config)?;
+        for (what, to) in &moved {
+            println!("{what} is damaged: moved to {}", to.display());
+        }
+        if !moved.is_empty() {
+            println!(
+                "moved {} damaged file(s) to quarantine; install a bundle that carries them \
+                 (a full bundle of an installed version) to write them again",
+                moved.len()
+            );
+        }
     }
     let report = didymos::install::fsck(&config)?;
     for p in &report.problems {

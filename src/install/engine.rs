@@ -192,8 +192,30 @@ pub fn install(
         .map_err(|e| InstallError::Store(StoreError::Source(format!("bundle image: {e}"))))?;
     let carried: BTreeSet<Digest> = bundle.index().iter().map(|e| e.digest).collect();
     let present = store.list_objects()?;
-    let needed: BTreeSet<Digest> = referenced.difference(&present).copied().collect();
+    // Objects the store has are reused only when sound (see
+    // Store::damaged_objects); a damaged one is written again from the
+    // bundle, replacing the bad file, or refused when the bundle lacks it.
+    let reused: BTreeSet<Digest> = referenced.intersection(&present).copied().collect();
+    let damaged = store.damaged_objects(&reused);
+    let needed: BTreeSet<Digest> = referenced
+        .iter()
+        .filter(|d| !present.contains(d) || damaged.contains(d))
+        .copied()
+        .collect();
     let lacking: Vec<&Digest> = needed.difference(&carried).collect();
+    if let Some(bad) = lacking.iter().find(|d| damaged.contains(d)) {
+        return Err(InstallError::MissingBaseObjects(format!(
+            "object {bad} on this device is damaged (its content does not match its name) and \
+             this bundle does not carry it; run `didymos fsck --repair`, then install a full \
+             bundle (one without --base) to write it again"
+        )));
+    }
+    if !damaged.is_empty() {
+        log::warn!(
+            "{} damaged object(s) in the store are written again from the bundle",
+            damaged.len()
+        );
+    }
     if !lacking.is_empty() {
         let bases: Vec<String> = manifest
             .bases

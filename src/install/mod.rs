@@ -336,6 +336,44 @@ pub fn fsck(config: &SystemConfig) -> Result<FsckReport, InstallError> {
     Ok(report)
 }
 
+/// Moves every object that fsck finds damaged (content not matching its
+/// name, unreadable, or without the fs-verity the policy requires) and every
+/// damaged slot image into `<store>/quarantine/`, under the install lock.
+/// Nothing is deleted; the next install that carries those objects writes
+/// them again. Returns what was moved, as (what, where to).
+pub fn repair(config: &SystemConfig) -> Result<Vec<(String, std::path::PathBuf)>, InstallError> {
+    let _lock = InstallLock::acquire(&config.system.data_directory, "repairing the store")?;
+    let bootloader = crate::boot::from_config(config)?;
+    recover_locked(config, bootloader.as_ref())?;
+    let store = Store::open(&config.store.path, config.store.verity);
+    let report = fsck(config)?;
+    let mut moved = Vec::new();
+    for p in &report.problems {
+        let (what, path) = match p {
+            crate::store::FsckProblem::CorruptObject { digest, .. }
+            | crate::store::FsckProblem::UnreadableObject { digest, .. } => {
+                (format!("object {digest}"), store.object_path(digest))
+            }
+            crate::store::FsckProblem::BadImage { digest, .. }
+                if store.has_image(digest)
+                    && matches!(
+                        store.read_image(digest),
+                        Err(crate::store::StoreError::DigestMismatch { .. })
+                    ) =>
+            {
+                (format!("image {digest}"), store.image_path(digest))
+            }
+            _ => continue,
+        };
+        if path.exists() {
+            let to = store.quarantine(&path)?;
+            log::warn!("{what} is damaged: moved to {}", to.display());
+            moved.push((what, to));
+        }
+    }
+    Ok(moved)
+}
+
 /// Gives every object and image in the store fs-verity where it lacks it
 /// (a store filled on a build host, which has no fs-verity). Takes the
 /// install lock. Returns how many files were sealed.

@@ -80,31 +80,88 @@ impl FsckReport {
     }
 }
 
+/// Runs `check` on every item on all cores (at most 8 threads) and collects
+/// what it returns.
+fn par_filter_map<T: Sync, R: Send>(items: &[T], check: impl Fn(&T) -> Option<R> + Sync) -> Vec<R> {
+    let out = Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        for part in items.chunks(chunk) {
+            let (out, check) = (&out, &check);
+            s.spawn(move || {
+                for item in part {
+                    if let Some(r) = check(item) {
+                        out.lock().expect("no panics while holding").push(r);
+                    }
+                }
+            });
+        }
+    });
+    out.into_inner().expect("threads joined")
+}
+
 impl Store {
+    /// Of `digests` (objects present in the store), those that cannot be
+    /// reused as they are. With fs-verity on an object the kernel's
+    /// measurement must equal its name (every later read is then checked by
+    /// the kernel): an ioctl per object. Without fs-verity the content is
+    /// read and hashed, since nothing else would notice a changed file.
+    pub fn damaged_objects(&self, digests: &BTreeSet<Digest>) -> BTreeSet<Digest> {
+        let list: Vec<Digest> = digests.iter().copied().collect();
+        par_filter_map(&list, |d| {
+            let file = File::open(self.object_path(d)).ok()?;
+            match image::measure_verity(&file) {
+                Ok(Some(m)) => (m != *d).then_some(*d),
+                _ if self.policy() == crate::config::VerityPolicy::Require => Some(*d),
+                _ => match image::digest_reader(&file) {
+                    Ok(actual) if actual == *d => None,
+                    _ => Some(*d),
+                },
+            }
+        })
+        .into_iter()
+        .collect()
+    }
+
+    /// Moves a damaged object or image out of the way, into `quarantine/`
+    /// under the store (never deleted: it may be needed to investigate), so
+    /// that the next install writes a sound copy. Returns where it went.
+    pub fn quarantine(&self, path: &std::path::Path) -> Result<std::path::PathBuf, StoreError> {
+        let dir = self.root().join("quarantine");
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, "cannot create", e))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let prefix = path
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let to = dir.join(format!("{prefix}{name}.{stamp}"));
+        std::fs::rename(path, &to)
+            .map_err(|e| StoreError::io(path, "cannot move to quarantine", e))?;
+        crate::util::fsync_dir(&dir).map_err(|e| StoreError::io(&dir, "cannot fsync", e))?;
+        if let Some(parent) = path.parent() {
+            crate::util::fsync_dir(parent)
+                .map_err(|e| StoreError::io(parent, "cannot fsync", e))?;
+        }
+        Ok(to)
+    }
+
     /// Checks the store. `roots` are the images that must be complete, each
     /// with a label for messages (e.g. "slot rootfs.0").
     pub fn fsck(&self, roots: &[(String, Digest)]) -> Result<FsckReport, StoreError> {
         let objects: Vec<Digest> = self.list_objects()?.into_iter().collect();
-        let problems = Mutex::new(Vec::new());
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8);
-        let chunk = objects.len().div_ceil(threads).max(1);
-        std::thread::scope(|s| {
-            for part in objects.chunks(chunk) {
-                let problems = &problems;
-                s.spawn(move || {
-                    for d in part {
-                        if let Some(p) = self.check_object(d) {
-                            problems.lock().expect("no panics while holding").push(p);
-                        }
-                    }
-                });
-            }
-        });
         let mut report = FsckReport {
             objects_checked: objects.len() as u64,
-            problems: problems.into_inner().expect("threads joined"),
+            problems: par_filter_map(&objects, |d| self.check_object(d)),
             ..Default::default()
         };
         report.problems.sort_by_key(|p| p.to_string());
