@@ -9,6 +9,8 @@
 //!
 //! These tests create a user and run clients as that user: they must run as root.
 
+#[path = "common/bundle.rs"]
+mod common_bundle;
 #[path = "common/dbus.rs"]
 mod common_dbus;
 #[path = "common/dbus_bundles.rs"]
@@ -209,4 +211,79 @@ fn service_checks_the_caller_itself() {
         "{err}"
     );
     assert!(err.contains("InstallBundleFd"), "{err}");
+}
+
+/// The service's peak resident memory (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kb * 1024
+}
+
+/// `InspectBundleFd` is open to every caller. A sparse file of a few KiB
+/// whose header claims a 1 GiB object index, sent by an unprivileged user
+/// three times at once, must neither make the root daemon allocate the
+/// claimed size nor run more inspections than the bound at once.
+#[test]
+fn unprivileged_inspections_are_bounded_in_memory() {
+    let _serial = serial();
+    let user = unprivileged_user();
+    let bus = Bus::system(None);
+    let device = Device::new("");
+    let pki = dbus_bundles::keys(&device);
+    let good = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 5);
+    let hostile = device.path("hostile.raucb");
+    let claimed = 16 + 64 * didymos::bundle::format::MAX_OBJECTS;
+    common_bundle::with_inflated_index(&good, &hostile, claimed);
+    assert!(std::fs::metadata(&hostile).unwrap().len() > claimed);
+    for f in [&good, &hostile] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let service = Service::start(&bus, &device);
+    // One ordinary inspection first, so the baseline includes its buffers.
+    let inspect = |file: &std::path::Path| {
+        bus.gdbus_call_with_fd_as(
+            user,
+            NAME,
+            &format!("{IFACE}.InspectBundleFd"),
+            file,
+            &["3", "{}"],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let out = inspect(&good).wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("manifest-hash"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = peak_rss(service.pid());
+
+    let calls: Vec<_> = (0..3).map(|_| inspect(&hostile)).collect();
+    let mut refused = 0;
+    for c in calls {
+        let out = c.wait_with_output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("org.didymos.Installer1.Error.BundleInvalid") {
+            assert!(err.contains("the object index region is"), "{err}");
+            refused += 1;
+        } else {
+            assert!(err.contains("org.didymos.Installer1.Error.Busy"), "{err}");
+        }
+    }
+    assert!(refused >= 1, "no call reached the bundle check");
+    let after = peak_rss(service.pid());
+    assert!(
+        after < before + 32 * 1024 * 1024,
+        "the service's peak RSS grew from {before} to {after} bytes"
+    );
 }

@@ -64,7 +64,14 @@ pub struct Core {
     pub policy: Policy,
     pub facts: Facts,
     state: Mutex<State>,
+    /// Bounds the bundle inspections running at once: `InspectBundleFd` is
+    /// open to every caller, and each holds a thread and the bundle's head
+    /// (bounded by the signed manifest) while it runs.
+    inspections: tokio::sync::Semaphore,
 }
+
+/// How many bundle inspections may run at once; more get `Busy`.
+pub const MAX_INSPECTIONS: usize = 2;
 
 impl Core {
     /// Prepares the daemon's state: the fixed facts, and an interrupted install
@@ -116,6 +123,7 @@ impl Core {
                 last_error_name,
                 progress: (0, String::new(), 0),
             }),
+            inspections: tokio::sync::Semaphore::new(MAX_INSPECTIONS),
         }
     }
 
@@ -276,6 +284,12 @@ impl Core {
     }
 
     async fn inspect(&self, file: File) -> Result<engine::BundleInfo, Error> {
+        let _permit = self.inspections.try_acquire().map_err(|_| {
+            Error::Busy(format!(
+                "{MAX_INSPECTIONS} bundle inspections are running already; try again when they \
+                 finish"
+            ))
+        })?;
         let config = self.config.clone();
         blocking(move || engine::inspect(&config, file)).await
     }

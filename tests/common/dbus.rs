@@ -172,14 +172,29 @@ impl Bus {
     /// Runs `program args` against this bus with `file` open for reading as
     /// the client's descriptor 3, so that an `h` argument `3` passes it.
     fn run_with_fd3(&self, file: &Path, program: &Path, args: &[&str]) -> Output {
-        Command::new("sh")
-            .args(["-c", "file=$1; shift; exec \"$@\" 3<\"$file\"", "sh"])
+        self.command_with_fd3(None, file, program, args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+    }
+
+    /// The command [`Self::run_with_fd3`] runs, optionally as `(uid, gid)`.
+    fn command_with_fd3(
+        &self,
+        user: Option<(u32, u32)>,
+        file: &Path,
+        program: &Path,
+        args: &[&str],
+    ) -> Command {
+        let mut cmd = match user {
+            Some((uid, gid)) => as_user(uid, gid, "sh"),
+            None => Command::new("sh"),
+        };
+        cmd.args(["-c", "file=$1; shift; exec \"$@\" 3<\"$file\"", "sh"])
             .arg(file)
             .arg(program)
             .args(args)
-            .envs(self.env())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+            .envs(self.env());
+        cmd
     }
 
     /// `gdbus call` on the service's object with `file` as descriptor 3.
@@ -192,6 +207,31 @@ impl Bus {
         file: &Path,
         args: &[&str],
     ) -> Output {
+        self.gdbus_fd_command(None, name, method, file, args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run gdbus: {e}"))
+    }
+
+    /// [`Self::gdbus_call_with_fd`] run as `uid:gid`, not yet started.
+    pub fn gdbus_call_with_fd_as(
+        &self,
+        user: (u32, u32),
+        name: &str,
+        method: &str,
+        file: &Path,
+        args: &[&str],
+    ) -> Command {
+        self.gdbus_fd_command(Some(user), name, method, file, args)
+    }
+
+    fn gdbus_fd_command(
+        &self,
+        user: Option<(u32, u32)>,
+        name: &str,
+        method: &str,
+        file: &Path,
+        args: &[&str],
+    ) -> Command {
         let mut all = vec![
             "call",
             self.bus_flag().1,
@@ -203,7 +243,7 @@ impl Bus {
             method,
         ];
         all.extend_from_slice(args);
-        self.run_with_fd3(file, Path::new("gdbus"), &all)
+        self.command_with_fd3(user, file, Path::new("gdbus"), &all)
     }
 
     /// `busctl --user <args>` with `file` as descriptor 3, run by `busctl`
