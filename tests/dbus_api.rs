@@ -355,3 +355,36 @@ fn attributes(s: &str) -> Vec<(String, String)> {
     }
     out
 }
+
+/// `didymos service` names what is wrong: no bus to connect to, or the
+/// name already owned by another service.
+#[test]
+fn service_says_what_is_wrong_with_the_bus() {
+    let device = Device::new("");
+    let run = |envs: Vec<(&'static str, String)>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_didymos"))
+            .arg("--conf")
+            .arg(&device.conf)
+            .arg("service")
+            .env_remove("DBUS_STARTER_BUS_TYPE")
+            .envs(envs)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(vec![(
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        format!("unix:path={}", device.path("no-bus-here").display()),
+    )]);
+    assert!(err.contains("no message bus answers there"), "{err}");
+    assert!(!err.contains("another didymos service"), "{err}");
+
+    let bus = Bus::session();
+    let _first = Service::start(&bus, &device);
+    let err = run(bus.env());
+    assert!(
+        err.contains("another didymos service owns the name already"),
+        "{err}"
+    );
+}

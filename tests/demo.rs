@@ -61,6 +61,41 @@ fn demo_runs_two_updates_and_leaves_a_working_device() {
         text(&out.stderr)
     );
 
+    // The commands the demo suggests run as printed (after `cargo run`,
+    // `didymos` is not on PATH).
+    let suggested: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.contains("Try:"))
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(suggested.len(), 2, "{stdout}");
+    for line in suggested {
+        let out = Command::new("sh")
+            .args(["-c", line])
+            .env("PATH", "/usr/bin:/bin")
+            .env_remove("DBUS_STARTER_BUS_TYPE")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{line}: {}", text(&out.stderr));
+    }
+    // No empty lines for what the bundle does not have.
+    let out = didymos(&["status", "--conf", conf, "--detailed"]);
+    let detailed = text(&out.stdout);
+    assert!(
+        !detailed.lines().any(|l| l.trim_end().ends_with(':')),
+        "{detailed}"
+    );
+    // `--conf` does not apply to the demo, and its help does not offer it.
+    let out = didymos(&["demo", "--help"]);
+    assert!(out.status.success());
+    assert!(
+        !text(&out.stdout).contains("--conf"),
+        "{}",
+        text(&out.stdout)
+    );
+
     // A second run refuses to reuse the directory.
     let out = didymos(&["demo", dir_s]);
     assert!(!out.status.success());

@@ -74,6 +74,9 @@ pub struct CreateArgs {
 /// The keyring options every verifying command takes (RAUC's `[keyring]`).
 #[derive(clap::Args)]
 pub struct KeyringArgs {
+    /// Where the default keyring comes from.
+    #[command(flatten)]
+    pub conf: super::ConfArg,
     /// Trusted CA certificates (PEM). Default: system.conf's [keyring] path.
     #[arg(long, value_name = "PEM")]
     pub keyring: Option<PathBuf>,
@@ -174,6 +177,18 @@ pub struct ResignArgs {
     intermediate: Vec<PathBuf>,
     input: PathBuf,
     output: PathBuf,
+}
+
+impl Command {
+    /// The subcommand's own `--conf`, if it takes one.
+    pub fn conf(&self) -> super::ConfArg {
+        match self {
+            Command::Create(_) => super::ConfArg::default(),
+            Command::Verify(a) => a.keyring.conf.clone(),
+            Command::Extract(a) => a.keyring.conf.clone(),
+            Command::Resign(a) => a.keyring.conf.clone(),
+        }
+    }
 }
 
 pub fn run(cmd: Command, global: &Global) -> anyhow::Result<ExitCode> {

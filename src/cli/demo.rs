@@ -89,8 +89,13 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     println!("\n== Final status\n");
     let status = didymos::status::collect(&config)?;
     print!("{}", render(&status, Format::Readable, true));
+    // The command that works from here: after `cargo run`, didymos is not
+    // on PATH, but this very binary is.
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "didymos".into());
     println!(
-        "\nThe device stays in {}. Try:\n  didymos status --conf {}\n  didymos fsck --conf {}",
+        "\nThe device stays in {}. Try:\n  {exe} status --conf {}\n  {exe} fsck --conf {}",
         dir.display(),
         conf_path.display(),
         conf_path.display()

@@ -14,7 +14,7 @@ use super::remote::Inspection;
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    keyring: KeyringArgs,
+    pub keyring: KeyringArgs,
     /// Show the manifest without checking the signature.
     #[arg(long, conflicts_with = "keyring")]
     no_verify: bool,

@@ -11,6 +11,8 @@ use super::Global;
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub conf: super::ConfArg,
     /// The bundle file.
     pub bundle: PathBuf,
     /// Install even if the bundle's compatible differs from the system's.

@@ -21,21 +21,29 @@ mod store;
     about = "A/B updates for embedded Linux on composefs"
 )]
 struct Cli {
-    #[command(flatten)]
-    global: Global,
+    /// The device configuration [default: /etc/didymos/system.conf].
+    #[arg(long, env = "DIDYMOS_CONF", value_name = "PATH")]
+    conf: Option<PathBuf>,
+    /// Log more (repeat for debug output).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
 
-/// Options every subcommand understands.
-#[derive(clap::Args)]
+/// `--conf`, for the subcommands that read the device configuration (given
+/// after the subcommand; before it, the top-level `--conf` does the same).
+/// `demo` makes its own configuration and does not take it.
+#[derive(clap::Args, Clone, Default)]
+pub struct ConfArg {
+    /// The device configuration [default: /etc/didymos/system.conf].
+    #[arg(long = "conf", value_name = "PATH", global = true)]
+    pub conf: Option<PathBuf>,
+}
+
+/// What every subcommand gets: the device configuration's path, resolved.
 pub struct Global {
-    /// The device configuration.
-    #[arg(long, global = true, env = "DIDYMOS_CONF", default_value = didymos::config::DEFAULT_PATH)]
     pub conf: PathBuf,
-    /// Log more (repeat for debug output).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
 }
 
 impl Global {
@@ -68,16 +76,32 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.global.verbose);
+    init_logging(cli.verbose);
+    let sub = match &cli.command {
+        Command::Bundle(cmd) => cmd.conf(),
+        Command::Info(args) => args.keyring.conf.clone(),
+        Command::Install(args) => args.conf.clone(),
+        Command::Status(args) => args.conf.clone(),
+        Command::Gc(args) => args.conf.clone(),
+        Command::Fsck(args) => args.conf.clone(),
+        Command::Service(args) => args.conf.clone(),
+        Command::Demo(_) => ConfArg::default(),
+    };
+    let global = Global {
+        conf: sub
+            .conf
+            .or(cli.conf)
+            .unwrap_or_else(|| didymos::config::DEFAULT_PATH.into()),
+    };
     let result = match cli.command {
-        Command::Bundle(cmd) => bundle::run(cmd, &cli.global),
-        Command::Info(args) => info::run(args, &cli.global),
-        Command::Install(args) => install::run(args, &cli.global),
-        Command::Status(args) => status::run(args, &cli.global),
-        Command::Gc(args) => store::gc(args, &cli.global),
-        Command::Fsck(args) => store::fsck(args, &cli.global),
-        Command::Service(args) => service::run(args, &cli.global),
-        Command::Demo(args) => demo::run(args, &cli.global),
+        Command::Bundle(cmd) => bundle::run(cmd, &global),
+        Command::Info(args) => info::run(args, &global),
+        Command::Install(args) => install::run(args, &global),
+        Command::Status(args) => status::run(args, &global),
+        Command::Gc(args) => store::gc(args, &global),
+        Command::Fsck(args) => store::fsck(args, &global),
+        Command::Service(args) => service::run(args, &global),
+        Command::Demo(args) => demo::run(args, &global),
     };
     match result {
         Ok(code) => code,

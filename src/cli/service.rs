@@ -9,6 +9,8 @@ use super::Global;
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub conf: super::ConfArg,
     /// Serve on the session bus instead of the system bus (for tests and
     /// development; also chosen by DBUS_STARTER_BUS_TYPE=session).
     #[arg(long)]

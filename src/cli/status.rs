@@ -10,6 +10,8 @@ use super::Global;
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub conf: super::ConfArg,
     #[command(subcommand)]
     mark: Option<StatusCommand>,
     /// Show what is installed in each slot.

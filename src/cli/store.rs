@@ -5,10 +5,15 @@ use std::process::ExitCode;
 use super::Global;
 
 #[derive(clap::Args)]
-pub struct GcArgs {}
+pub struct GcArgs {
+    #[command(flatten)]
+    pub conf: super::ConfArg,
+}
 
 #[derive(clap::Args)]
 pub struct FsckArgs {
+    #[command(flatten)]
+    pub conf: super::ConfArg,
     /// First enable fs-verity on every object and image that lacks it (after
     /// checking its content), e.g. on a store a build host filled.
     #[arg(long)]

@@ -46,14 +46,12 @@ impl Bus {
 pub enum ServiceError {
     #[error("{0}")]
     Config(String),
-    #[error(
-        "cannot serve {name} on the {bus} bus: {source}; is another didymos service running, \
-         or does the bus policy (org.didymos.Installer1.conf) not allow this user to own the name?"
-    )]
+    #[error("cannot serve {name} on the {bus} bus: {source}; {hint}")]
     Bus {
         name: String,
         bus: &'static str,
         source: Box<zbus::Error>,
+        hint: &'static str,
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
@@ -72,11 +70,13 @@ pub async fn serve(config: SystemConfig, bus: Bus) -> Result<Connection, Service
         .await
         .map(Arc::new)
         .map_err(|e| ServiceError::Config(format!("reading the system state failed: {e}")))?;
-    let err = |source| ServiceError::Bus {
-        name: BUS_NAME.into(),
+    let bus_error = |name: &str, source: zbus::Error| ServiceError::Bus {
+        name: name.into(),
         bus: bus.as_str(),
+        hint: bus_hint(&source),
         source: Box::new(source),
     };
+    let err = |source| bus_error(BUS_NAME, source);
     let mut builder = bus
         .builder()
         .map_err(err)?
@@ -87,11 +87,27 @@ pub async fn serve(config: SystemConfig, bus: Bus) -> Result<Connection, Service
             .serve_at(OBJECT_PATH, RaucInstaller { core: core.clone() })
             .map_err(err)?;
     }
-    builder = builder.name(BUS_NAME).map_err(err)?;
-    if rauc_compat {
-        builder = builder.name(RAUC_BUS_NAME).map_err(err)?;
-    }
     let conn = builder.build().await.map_err(err)?;
+    // The names are requested once the object is served. Not through the
+    // builder: it queues a request for a name another connection owns and
+    // reports success, so a second daemon would sit waiting to take over.
+    let names = if rauc_compat {
+        vec![BUS_NAME, RAUC_BUS_NAME]
+    } else {
+        vec![BUS_NAME]
+    };
+    for name in names {
+        let reply = conn
+            .request_name_with_flags(name, zbus::fdo::RequestNameFlags::DoNotQueue.into())
+            .await
+            .map_err(|source| bus_error(name, source))?;
+        if !matches!(
+            reply,
+            zbus::fdo::RequestNameReply::PrimaryOwner | zbus::fdo::RequestNameReply::AlreadyOwner
+        ) {
+            return Err(bus_error(name, zbus::Error::NameTaken));
+        }
+    }
     log::info!(
         "serving {BUS_NAME}{} on the {} bus",
         if rauc_compat {
@@ -102,6 +118,25 @@ pub async fn serve(config: SystemConfig, bus: Bus) -> Result<Connection, Service
         bus.as_str()
     );
     Ok(conn)
+}
+
+/// What to do about a failure to serve, by its cause.
+fn bus_hint(e: &zbus::Error) -> &'static str {
+    match e {
+        zbus::Error::NameTaken => "another didymos service owns the name already; stop it first",
+        zbus::Error::MethodError(name, _, _) if name.as_str().ends_with(".AccessDenied") => {
+            "the bus policy does not let this user own the name; install \
+             dbus/org.didymos.Installer1.conf into /usr/share/dbus-1/system.d/ (or run as root)"
+        }
+        zbus::Error::Connection(..)
+        | zbus::Error::InputOutput(_)
+        | zbus::Error::Address(_)
+        | zbus::Error::Handshake(_) => {
+            "no message bus answers there: is dbus-daemon running (dbus.service), or does \
+             DBUS_SYSTEM_BUS_ADDRESS point elsewhere? Use --session for a session bus"
+        }
+        _ => "see the cause above",
+    }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. A running install is cancelled
