@@ -466,7 +466,7 @@ fn delta_between_two_tags_carries_only_the_changed_objects() {
         &p.storage_ref("2"),
         OciXattrs::default(),
         &v2,
-        &[v1.clone()],
+        std::slice::from_ref(&v1),
     );
     assert_eq!(delta.manifest.version, "2.0");
     assert_eq!(delta.manifest.image.digest, full2.manifest.image.digest);

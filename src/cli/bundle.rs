@@ -16,7 +16,7 @@ use super::Global;
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Create a signed bundle from a root filesystem (directory, tar archive or container image).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Verify a bundle's whole chain: signature, manifest, index, image, every object.
     Verify(VerifyArgs),
     /// Verify a bundle and write its image and objects to a directory.
@@ -193,7 +193,7 @@ pub struct ResignArgs {
 
 pub fn run(cmd: Command, global: &Global) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Create(a) => create_cmd(a),
+        Command::Create(a) => create_cmd(*a),
         Command::Verify(a) => verify_cmd(a, global),
         Command::Extract(a) => extract_cmd(a, global),
         Command::Resign(a) => resign_cmd(a, global),

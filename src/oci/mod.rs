@@ -350,3 +350,92 @@ pub(crate) trait BlobStore {
     fn locate(&self, path: &str) -> Option<BlobLocation>;
     fn describe(&self) -> String;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references() {
+        let p = |s: &str| ImageRef::parse(s);
+        assert_eq!(
+            p("oci:/srv/layout:v2").unwrap(),
+            ImageRef::Layout {
+                dir: "/srv/layout".into(),
+                tag: Some("v2".into())
+            }
+        );
+        assert_eq!(
+            p("oci:layout").unwrap(),
+            ImageRef::Layout {
+                dir: "layout".into(),
+                tag: None
+            }
+        );
+        assert_eq!(
+            p("oci-archive:img.tar").unwrap(),
+            ImageRef::OciArchive {
+                file: "img.tar".into(),
+                tag: None
+            }
+        );
+        assert_eq!(
+            p("docker-archive:img.tar:localhost/os:1.2").unwrap(),
+            ImageRef::DockerArchive {
+                file: "img.tar".into(),
+                name: Some("localhost/os:1.2".into())
+            }
+        );
+        assert_eq!(
+            p("containers-storage:[overlay@/r+/rr]localhost/os:1").unwrap(),
+            ImageRef::Storage("[overlay@/r+/rr]localhost/os:1".into())
+        );
+        for bad in ["", "oci:", "layout", "docker://quay.io/x", "ftp:x"] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        let e = p("docker://quay.io/x").unwrap_err().to_string();
+        assert!(e.contains("offline") && e.contains("skopeo copy"), "{e}");
+        for s in [
+            "oci:/srv/layout:v2",
+            "docker-archive:img.tar:localhost/os:1.2",
+            "containers-storage:localhost/os:1",
+        ] {
+            assert_eq!(p(s).unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn content_digests() {
+        let hex = "a".repeat(64);
+        assert!(ContentDigest::parse(&format!("sha256:{hex}")).is_ok());
+        assert!(ContentDigest::parse(&format!("sha256:{}", "A".repeat(64))).is_err());
+        assert!(ContentDigest::parse(&format!("sha512:{hex}")).is_err());
+        assert!(ContentDigest::parse("sha256:abc").is_err());
+        assert_eq!(
+            ContentDigest::of(b"").to_string(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn media_types() {
+        use Compression::*;
+        let table = [
+            ("application/vnd.oci.image.layer.v1.tar", Some(None)),
+            ("application/vnd.oci.image.layer.v1.tar+gzip", Some(Gzip)),
+            ("application/vnd.oci.image.layer.v1.tar+zstd", Some(Zstd)),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                Some(Gzip),
+            ),
+            ("application/vnd.oci.image.layer.v1.tar+bzip2", Option::None),
+            (
+                "application/vnd.oci.image.layer.v1.tar+gzip+encrypted",
+                Option::None,
+            ),
+        ];
+        for (mt, want) in table {
+            assert_eq!(Compression::from_media_type(mt), want, "{mt}");
+        }
+    }
+}
