@@ -27,7 +27,9 @@ bin=target/release/didymos
 bundles/make-dev-pki.sh "$work/pki" >/dev/null
 
 members=(usr/bin usr/sbin usr/libexec usr/lib/x86_64-linux-gnu etc)
-tar -C / --numeric-owner --xattrs --xattrs-include='*' -cf "$work/rootfs.tar" "${members[@]}" 2>/dev/null || true
+# The parent directories first: a layer lists every directory it uses.
+tar -C / --numeric-owner --xattrs --xattrs-include='*' -cf "$work/rootfs.tar" \
+  --no-recursion usr usr/lib --recursion "${members[@]}" 2>/dev/null || true
 mkdir -p "$work/rootfs"
 tar -C "$work/rootfs" --numeric-owner --xattrs --xattrs-include='*' -xpf "$work/rootfs.tar"
 "${podman[@]}" import "$work/rootfs.tar" localhost/bench:1 >/dev/null

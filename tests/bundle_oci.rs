@@ -494,3 +494,32 @@ fn delta_between_two_tags_carries_only_the_changed_objects() {
     dev.install(&v2).unwrap();
     dev.fsck_clean();
 }
+
+#[test]
+fn missing_image_in_containers_storage_leaves_nothing_behind() {
+    let p = Podman::new();
+    let dev = device();
+    let out_dir = dev.path("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    let mut o = CreateOptions::new(
+        "",
+        out_dir.join("b.raucb"),
+        &dev.pki.signing_cert,
+        &dev.pki.signing_key,
+        didymos::demo::COMPATIBLE,
+        "1",
+    );
+    o.input = Input::Oci {
+        image: ImageRef::parse(&p.storage_ref("absent")).unwrap(),
+        xattrs: OciXattrs::default(),
+    };
+    o.intermediates = vec![dev.pki.intermediate_cert.clone()];
+    let err = format!("{:#}", create::create(&o).unwrap_err());
+    assert!(
+        err.contains("localhost/didymos-test:absent")
+            && err.contains("skopeo could not read the image from containers-storage"),
+        "{err}"
+    );
+    let left: Vec<_> = fs::read_dir(&out_dir).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -363,3 +363,23 @@ fn zstd_chunked_style_layer_is_read() {
     let (s, _) = create_from(&fx, &layout, "1");
     assert_eq!(s.unwrap().manifest.objects.referenced, 2);
 }
+
+#[test]
+fn parent_directory_no_layer_made() {
+    let fx = Fixture::new();
+    // What `tar -C / -cf x.tar usr/bin` writes: no entry for usr/ itself.
+    let only = Layer::new()
+        .dir("usr/bin")
+        .file("usr/bin/tool", b"x")
+        .done();
+    let err = refused(&fx, &[plain(only)], |_, _| {});
+    assert_has(
+        &err,
+        &[
+            "layer 1/1 (sha256:",
+            "entry usr/bin",
+            "the parent directory usr is not in this layer or a lower one",
+            "tar -C DIR -cf layer.tar .",
+        ],
+    );
+}

@@ -296,7 +296,9 @@ fn dir_mut<'a>(
             }
             None => {
                 return Err(format!(
-                    "the parent directory {} is not in this layer or a lower one",
+                    "the parent directory {} is not in this layer or a lower one (a layer \
+                     must list every directory, as composefs-rs requires too; pack a tree \
+                     from its root, e.g. `tar -C DIR -cf layer.tar .`)",
                     here()
                 ));
             }
