@@ -18,6 +18,7 @@ mkdir -p "$work"
 podman=(podman --root "$work/storage" --runroot "$work/run" --storage-driver overlay)
 cleanup() {
   "${podman[@]}" rmi -a -f >/dev/null 2>&1 || true
+  umount --lazy "$work/storage/overlay" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT

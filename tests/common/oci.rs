@@ -142,6 +142,18 @@ impl Podman {
     }
 }
 
+impl Drop for Podman {
+    /// Removes the images, then the bind mount the overlay driver keeps on
+    /// its own directory, so the temporary directory can go.
+    fn drop(&mut self) {
+        let _ = self.cmd().args(["rmi", "--all", "--force"]).output();
+        let _ = Command::new("umount")
+            .arg("--lazy")
+            .arg(self.root().join("overlay"))
+            .output();
+    }
+}
+
 /// The build context: `rootfs.tar` (the sample root filesystem, root-owned)
 /// and `extra.tar` (`/usr/bin/captool` with a capability and `user.note`).
 pub fn context(dir: &Path) -> PathBuf {
