@@ -383,3 +383,66 @@ fn parent_directory_no_layer_made() {
         ],
     );
 }
+
+#[test]
+fn command_line() {
+    let fx = Fixture::new();
+    let layout = fx.path("cli-layout");
+    write_layout(&layout, &[plain(base_layer())]);
+    let out = fx.path("cli.raucb");
+    let run = |extra: &[&str]| {
+        let mut c = common_bundle::didymos_cmd();
+        c.args(["bundle", "create", "-o"])
+            .arg(&out)
+            .arg("--cert")
+            .arg(&fx.pki.signing_cert)
+            .arg("--key")
+            .arg(&fx.pki.signing_key)
+            .arg("--intermediate")
+            .arg(&fx.pki.intermediate_cert)
+            .args(["--compatible", "didymos-test"])
+            .args(extra);
+        c.output().unwrap()
+    };
+    let oci = format!("oci:{}:1", layout.display());
+    let ok = run(&["--oci", &oci, "--oci-xattrs", "capabilities+user"]);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("from       {oci} (config sha256:")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("version    3.1"), "{stdout}");
+    // --version wins over the label.
+    let ok = run(&["--oci", &oci, "--version", "9.9"]);
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("version    9.9"));
+
+    for (args, want) in [
+        (vec!["--version", "1"], "--rootfs <DIR|TAR>|--oci <REF>"),
+        (vec!["--rootfs", "x", "--oci", &oci], "cannot be used with"),
+        (
+            vec![
+                "--rootfs",
+                "x",
+                "--version",
+                "1",
+                "--oci-xattrs",
+                "capabilities",
+            ],
+            "cannot be used with",
+        ),
+        (vec!["--oci", "ftp:x"], "unknown transport ftp:"),
+        (
+            vec!["--oci", &oci, "--oci-xattrs", "all"],
+            "invalid value 'all'",
+        ),
+    ] {
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
+    }
+}

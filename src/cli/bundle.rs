@@ -35,10 +35,15 @@ pub struct CreateArgs {
     /// or containers-storage:IMAGE (docs/oci.md).
     #[arg(long, value_name = "REF")]
     oci: Option<String>,
-    /// Extended attributes a container image's files keep: `capabilities` (security.capability
-    /// only, what composefs-rs computes by default) or `capabilities+user` (also user.*).
-    #[arg(long, value_enum, default_value_t = OciXattrsArg::Capabilities, requires = "oci")]
-    oci_xattrs: OciXattrsArg,
+    /// Extended attributes a container image's files keep: `capabilities` (the default:
+    /// security.capability only, as composefs-rs computes) or `capabilities+user` (also user.*).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "capabilities|capabilities+user",
+        conflicts_with = "rootfs"
+    )]
+    oci_xattrs: Option<OciXattrsArg>,
     /// Where to write the bundle.
     #[arg(long, short, value_name = "FILE")]
     output: PathBuf,
@@ -232,8 +237,8 @@ fn create_cmd(a: CreateArgs) -> anyhow::Result<ExitCode> {
         (None, Some(r)) => Input::Oci {
             image: ImageRef::parse(&r)?,
             xattrs: match a.oci_xattrs {
-                OciXattrsArg::Capabilities => OciXattrs::CapabilitiesOnly,
-                OciXattrsArg::CapabilitiesUser => OciXattrs::KeepUser,
+                None | Some(OciXattrsArg::Capabilities) => OciXattrs::CapabilitiesOnly,
+                Some(OciXattrsArg::CapabilitiesUser) => OciXattrs::KeepUser,
             },
         },
         _ => unreachable!("clap requires exactly one of --rootfs and --oci"),
