@@ -446,3 +446,48 @@ fn command_line() {
         assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn whiteout_of_an_entry_the_same_layer_adds() {
+    let fx = Fixture::new();
+    let second = Layer::new()
+        .dir("etc")
+        .file("etc/motd", b"hi")
+        .file("etc/.wh.motd", b"")
+        .done();
+    let err = refused(&fx, &[plain(base_layer()), plain(second)], |_, _| {});
+    assert_has(
+        &err,
+        &[
+            "layer 2/2 (sha256:",
+            "entry etc/.wh.motd",
+            "whiteout of etc/motd, which this same layer adds",
+        ],
+    );
+}
+
+/// An opaque marker hides what lower layers put in its directory, not what
+/// its own layer puts there (before or after the marker).
+#[test]
+fn opaque_directory_keeps_its_own_layers_entries() {
+    let fx = Fixture::new();
+    let second = Layer::new()
+        .dir("etc")
+        .file("etc/before", b"b")
+        .file("etc/.wh..wh..opq", b"")
+        .file("etc/after", b"a")
+        .done();
+    let layout = fx.path("opaque");
+    write_layout(&layout, &[plain(base_layer()), plain(second)]);
+    let (s, _) = create_from(&fx, &layout, "1");
+    let out = s.unwrap().output;
+    let bundle = didymos::bundle::Bundle::open(&out).unwrap();
+    let v = bundle.verify(&fx.keyring()).unwrap();
+    let dump = didymos::image::dump(&v.read_image().unwrap()).unwrap();
+    let etc: Vec<&str> = dump
+        .lines()
+        .filter_map(|l| l.split(' ').next())
+        .filter(|p| p.starts_with("/etc/"))
+        .collect();
+    assert_eq!(etc, ["/etc/after", "/etc/before"], "{dump}");
+}
