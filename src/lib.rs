@@ -5,6 +5,7 @@
 //! - [`bundle`]: the signed container a build host makes and a device consumes;
 //! - [`cms`]: CMS signatures over a document's bytes, checked against a keyring;
 //! - [`image`]: the one adapter over the `composefs` crate (image writing, reading, digests);
+//! - [`oci`]: container images as bundle input (layouts, archives, podman's store);
 //! - [`store`]: the device's content-addressed object store;
 //! - [`slot`]: slot configuration, slot records and slot state;
 //! - [`install`]: the install engine that moves a verified bundle into the inactive slot;
@@ -25,6 +26,7 @@ pub mod digest;
 pub mod image;
 pub mod install;
 pub mod keyring;
+pub mod oci;
 pub mod service;
 pub mod setup_root;
 pub mod slot;

@@ -21,6 +21,9 @@ packages=(
   squashfs-tools xdelta3 zstd time
   # tar writers for the tar input tests
   libarchive-tools
+  # container image input: podman builds, saves and exports the test images,
+  # skopeo reads containers-storage: for didymos
+  podman skopeo
   # yocto layer lint
   python3-pip python3-venv
 )

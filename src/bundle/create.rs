@@ -1,4 +1,5 @@
-//! Making a bundle from a root filesystem (directory or tar archive).
+//! Making a bundle from a root filesystem (directory, tar archive or
+//! container image).
 //!
 //! The scan runs on the calling thread and hands every large file to a pool
 //! of workers (one per core) that compute its fs-verity digest and, unless a
@@ -25,7 +26,10 @@ use super::{
     Encoding, IndexEntry, Manifest, ManifestBase, ManifestImage, ManifestObjects, ManifestRaw,
 };
 use crate::Digest;
-use crate::image::{self, FileData, ImageError, SourceTree, TreeStats, VerityHasher};
+use crate::image::{
+    self, FileData, ImageError, OciTreeBuilder, OciXattrs, SourceTree, TreeStats, VerityHasher,
+};
+use crate::oci::{self, ImageRef, OciError, OciImage};
 
 /// The environment variable a key passphrase is read from by the CLI.
 pub const PASSPHRASE_ENV: &str = "DIDYMOS_KEY_PASSPHRASE";
@@ -34,11 +38,19 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// Highest zstd level accepted (its window fits the reader's limit).
 pub const MAX_ZSTD_LEVEL: i32 = 19;
 
+/// What a bundle's image is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A directory or a tar archive (plain, gzip or zstd).
+    Rootfs(PathBuf),
+    /// A container image, and which extended attributes its image keeps.
+    Oci { image: ImageRef, xattrs: OciXattrs },
+}
+
 /// Everything bundle creation needs.
 #[derive(Debug, Clone)]
 pub struct CreateOptions {
-    /// A directory or a tar archive (plain, gzip or zstd).
-    pub rootfs: PathBuf,
+    pub input: Input,
     pub output: PathBuf,
     /// Signing certificate and its private key (PEM).
     pub cert: PathBuf,
@@ -48,10 +60,14 @@ pub struct CreateOptions {
     /// Intermediate certificates to embed (PEM files, each may hold several).
     pub intermediates: Vec<PathBuf>,
     pub compatible: String,
+    /// The bundle's version; empty takes a container image's
+    /// `org.opencontainers.image.version` label.
     pub version: String,
     /// The anti-rollback security version (0: none).
     pub security_version: u64,
+    /// Empty takes a container image's `org.opencontainers.image.description` label.
     pub description: String,
+    /// Empty takes a container image's `org.opencontainers.image.revision` label.
     pub build: String,
     /// Bundles or composefs images whose objects this (delta) bundle leaves out.
     pub bases: Vec<PathBuf>,
@@ -77,7 +93,7 @@ impl CreateOptions {
         version: impl Into<String>,
     ) -> Self {
         Self {
-            rootfs: rootfs.into(),
+            input: Input::Rootfs(rootfs.into()),
             output: output.into(),
             cert: cert.into(),
             key: key.into(),
@@ -105,6 +121,8 @@ pub struct CreateSummary {
     pub tree: TreeStats,
     /// Objects referenced by the image that a base already provides.
     pub objects_in_base: u64,
+    /// The container image read, with its config digest and layer count.
+    pub image_source: Option<String>,
     pub file_size: u64,
     pub elapsed: Duration,
 }
@@ -115,6 +133,13 @@ pub enum CreateError {
     MissingRootfs(PathBuf),
     #[error("cannot read the root filesystem: {0}")]
     Rootfs(#[from] ImageError),
+    #[error("cannot read the container image: {0}")]
+    Oci(#[from] OciError),
+    #[error("{reference}: {source}")]
+    OciLayers {
+        reference: String,
+        source: ImageError,
+    },
     #[error("output directory {0} does not exist; create it first")]
     MissingOutputDir(PathBuf),
     #[error("cannot write {path}: {source}")]
@@ -243,10 +268,13 @@ pub fn rfc3339(secs: u64) -> String {
 /// Creates a signed bundle. On failure nothing is left at the output path.
 pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
     let started = Instant::now();
-    if opts.compatible.is_empty() || opts.version.is_empty() {
+    if opts.compatible.is_empty() {
         return Err(CreateError::Invalid(
-            "--compatible and --version must not be empty".into(),
+            "--compatible must not be empty".into(),
         ));
+    }
+    if matches!(opts.input, Input::Rootfs(_)) && opts.version.is_empty() {
+        return Err(CreateError::Invalid("--version must not be empty".into()));
     }
     if !(1..=MAX_ZSTD_LEVEL).contains(&opts.zstd_level) {
         return Err(CreateError::Invalid(format!(
@@ -254,8 +282,10 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
             opts.zstd_level
         )));
     }
-    if std::fs::symlink_metadata(&opts.rootfs).is_err() {
-        return Err(CreateError::MissingRootfs(opts.rootfs.clone()));
+    if let Input::Rootfs(rootfs) = &opts.input
+        && std::fs::symlink_metadata(rootfs).is_err()
+    {
+        return Err(CreateError::MissingRootfs(rootfs.clone()));
     }
     let out_dir = match opts.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -271,6 +301,11 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         &opts.intermediates,
     )?;
     let (bases, base_objects) = load_bases(&opts.bases)?;
+    let source = match &opts.input {
+        Input::Rootfs(p) => Source::Rootfs(p),
+        Input::Oci { image, xattrs } => Source::Oci(OciImage::open(image, &out_dir)?, *xattrs),
+    };
+    let meta = Metadata::resolve(opts, &source)?;
 
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -278,13 +313,8 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         opts.threads
     };
     check_raw_options(&opts.raw)?;
-    let (tree, digests, mut records, spools) = scan_and_encode(
-        &opts.rootfs,
-        &out_dir,
-        &base_objects,
-        opts.zstd_level,
-        threads,
-    )?;
+    let (tree, digests, mut records, spools) =
+        scan_and_encode(&source, &out_dir, &base_objects, opts.zstd_level, threads)?;
     let stats = tree.stats;
     let image = tree.into_image(&digests)?;
     let image_digest = image::digest_bytes(&image);
@@ -322,9 +352,9 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
     let mut manifest = Manifest {
         format: 0,
         compatible: opts.compatible.clone(),
-        version: opts.version.clone(),
-        description: opts.description.clone(),
-        build: opts.build.clone(),
+        version: meta.version,
+        description: meta.description,
+        build: meta.build,
         created: rfc3339(created),
         security_version: opts.security_version,
         image: ManifestImage {
@@ -392,9 +422,84 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         manifest,
         tree: stats,
         objects_in_base,
+        image_source: match &source {
+            Source::Rootfs(_) => None,
+            Source::Oci(img, _) => Some(format!(
+                "{} (config {}, {} layers)",
+                img.reference,
+                img.config_digest,
+                img.layers.len()
+            )),
+        },
         file_size: header.file_size(),
         elapsed: started.elapsed(),
     })
+}
+
+/// A bundle's input, opened.
+enum Source<'a> {
+    Rootfs(&'a Path),
+    Oci(OciImage, OciXattrs),
+}
+
+/// The manifest's text fields: the options, or else a container image's labels.
+struct Metadata {
+    version: String,
+    description: String,
+    build: String,
+}
+
+impl Metadata {
+    fn resolve(opts: &CreateOptions, source: &Source<'_>) -> Result<Metadata, CreateError> {
+        let label = |key: &str| match source {
+            Source::Oci(img, _) => img.label(key).map(str::to_owned),
+            Source::Rootfs(_) => None,
+        };
+        let pick = |given: &str, key: &str| {
+            if given.is_empty() {
+                label(key).unwrap_or_default()
+            } else {
+                given.to_owned()
+            }
+        };
+        let version = pick(&opts.version, oci::LABEL_VERSION);
+        if version.is_empty() {
+            return Err(CreateError::Invalid(format!(
+                "no --version given, and the image has no {} label; give --version",
+                oci::LABEL_VERSION
+            )));
+        }
+        Ok(Metadata {
+            version,
+            description: pick(&opts.description, oci::LABEL_DESCRIPTION),
+            build: pick(&opts.build, oci::LABEL_REVISION),
+        })
+    }
+}
+
+/// Applies an image's layers in order, each checked against its digests.
+fn scan_layers(
+    img: &OciImage,
+    xattrs: OciXattrs,
+    sink: &mut image::Sink<'_>,
+) -> Result<SourceTree, CreateError> {
+    let wrap = |source: ImageError| CreateError::OciLayers {
+        reference: img.reference.clone(),
+        source,
+    };
+    let mut builder = OciTreeBuilder::new();
+    for layer in &img.layers {
+        let mut reader = layer.open().map_err(|e| wrap(ImageError::Oci(e)))?;
+        if let Err(e) = builder.apply_layer(&layer.label(), &mut reader, sink) {
+            // A blob that is not what the manifest names explains the failure best.
+            return Err(wrap(match reader.check_blob() {
+                Some(mismatch) => ImageError::Oci(format!("{mismatch} (reading it: {e})")),
+                None => e,
+            }));
+        }
+        reader.finish().map_err(|e| wrap(ImageError::Oci(e)))?;
+    }
+    builder.finish(xattrs).map_err(wrap)
 }
 
 /// Checks `--raw` before any work: valid, distinct slot classes.
@@ -546,7 +651,7 @@ type Job = (usize, u64, FileData);
 type Encoded = (SourceTree, Vec<Digest>, BTreeMap<Digest, Record>, Vec<File>);
 
 fn scan_and_encode(
-    rootfs: &Path,
+    source: &Source<'_>,
     spool_dir: &Path,
     base: &HashSet<Digest>,
     level: i32,
@@ -605,11 +710,16 @@ fn scan_and_encode(
             tx.send((id, size, data))
                 .map_err(|_| ImageError::Build("the encoder threads stopped".into()))
         };
-        let meta = std::fs::metadata(rootfs);
-        let result = if meta.as_ref().is_ok_and(|m| m.is_dir()) {
-            image::scan_directory(rootfs, &mut sink)
-        } else {
-            image::scan_tar(rootfs, &mut sink)
+        let result = match source {
+            Source::Rootfs(rootfs) => {
+                let meta = std::fs::metadata(rootfs);
+                if meta.as_ref().is_ok_and(|m| m.is_dir()) {
+                    image::scan_directory(rootfs, &mut sink).map_err(CreateError::from)
+                } else {
+                    image::scan_tar(rootfs, &mut sink).map_err(CreateError::from)
+                }
+            }
+            Source::Oci(img, xattrs) => scan_layers(img, *xattrs, &mut sink),
         };
         drop(tx);
         result

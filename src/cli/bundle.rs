@@ -4,17 +4,19 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use didymos::bundle::create::{self, CreateOptions, PASSPHRASE_ENV, Signer};
+use didymos::bundle::create::{self, CreateOptions, Input, PASSPHRASE_ENV, Signer};
 use didymos::bundle::{Bundle, extract, resign};
 use didymos::config::CheckPurpose;
+use didymos::image::OciXattrs;
 use didymos::keyring::{Keyring, KeyringOptions};
+use didymos::oci::ImageRef;
 
 use super::Global;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Create a signed bundle from a root filesystem (directory or tar archive).
-    Create(CreateArgs),
+    /// Create a signed bundle from a root filesystem (directory, tar archive or container image).
+    Create(Box<CreateArgs>),
     /// Verify a bundle's whole chain: signature, manifest, index, image, every object.
     Verify(VerifyArgs),
     /// Verify a bundle and write its image and objects to a directory.
@@ -24,10 +26,24 @@ pub enum Command {
 }
 
 #[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("input").required(true).args(["rootfs", "oci"]))]
 pub struct CreateArgs {
     /// The root filesystem: a directory, or a tar archive (plain, gzip or zstd).
     #[arg(long, value_name = "DIR|TAR")]
-    rootfs: PathBuf,
+    rootfs: Option<PathBuf>,
+    /// A container image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG]
+    /// or containers-storage:IMAGE (docs/oci.md).
+    #[arg(long, value_name = "REF")]
+    oci: Option<String>,
+    /// Extended attributes a container image's files keep: `capabilities` (the default:
+    /// security.capability only, as composefs-rs computes) or `capabilities+user` (also user.*).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "capabilities|capabilities+user",
+        conflicts_with = "rootfs"
+    )]
+    oci_xattrs: Option<OciXattrsArg>,
     /// Where to write the bundle.
     #[arg(long, short, value_name = "FILE")]
     output: PathBuf,
@@ -43,17 +59,19 @@ pub struct CreateArgs {
     /// The device compatible string this bundle is for.
     #[arg(long)]
     compatible: String,
-    /// The version of the software in the bundle.
-    #[arg(long)]
+    /// The version of the software in the bundle (with --oci, default: the image's
+    /// org.opencontainers.image.version label).
+    #[arg(long, required_unless_present = "oci", default_value = "")]
     version: String,
     /// Anti-rollback: devices that booted and marked good a bundle with this
     /// security version refuse every bundle below it. Raise it with a
     /// security fix; leave it for releases a device may roll back from.
     #[arg(long, default_value_t = 0, value_name = "N")]
     security_version: u64,
+    /// Free text (with --oci, default: the org.opencontainers.image.description label).
     #[arg(long, default_value = "")]
     description: String,
-    /// A build identifier.
+    /// A build identifier (with --oci, default: the org.opencontainers.image.revision label).
     #[arg(long, default_value = "")]
     build: String,
     /// Make a delta bundle leaving out objects this bundle or composefs image already has (repeatable).
@@ -69,6 +87,13 @@ pub struct CreateArgs {
     /// Worker threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum OciXattrsArg {
+    Capabilities,
+    #[value(name = "capabilities+user")]
+    CapabilitiesUser,
 }
 
 /// The keyring options every verifying command takes (RAUC's `[keyring]`).
@@ -193,7 +218,7 @@ impl Command {
 
 pub fn run(cmd: Command, global: &Global) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Create(a) => create_cmd(a),
+        Command::Create(a) => create_cmd(*a),
         Command::Verify(a) => verify_cmd(a, global),
         Command::Extract(a) => extract_cmd(a, global),
         Command::Resign(a) => resign_cmd(a, global),
@@ -227,8 +252,19 @@ fn parse_raw(s: &str) -> Result<(String, PathBuf), String> {
 }
 
 fn create_cmd(a: CreateArgs) -> anyhow::Result<ExitCode> {
+    let input = match (a.rootfs, a.oci) {
+        (Some(rootfs), None) => Input::Rootfs(rootfs),
+        (None, Some(r)) => Input::Oci {
+            image: ImageRef::parse(&r)?,
+            xattrs: match a.oci_xattrs {
+                None | Some(OciXattrsArg::Capabilities) => OciXattrs::CapabilitiesOnly,
+                Some(OciXattrsArg::CapabilitiesUser) => OciXattrs::KeepUser,
+            },
+        },
+        _ => unreachable!("clap requires exactly one of --rootfs and --oci"),
+    };
     let opts = CreateOptions {
-        rootfs: a.rootfs,
+        input,
         output: a.output.clone(),
         cert: a.cert,
         key: a.key,
@@ -254,6 +290,10 @@ fn create_cmd(a: CreateArgs) -> anyhow::Result<ExitCode> {
         s.file_size,
         s.elapsed
     );
+    if let Some(src) = &s.image_source {
+        println!("  from       {src}");
+    }
+    println!("  version    {}", m.version);
     println!("  image      {} ({} bytes)", m.image.digest, m.image.size);
     println!(
         "  objects    {} carried ({} bytes, {} stored), {} referenced, {} from base",

@@ -1,5 +1,5 @@
 //! The one adapter over the `composefs` crate: building a composefs tree
-//! from a directory or a tar stream, writing the EROFS image (format V1),
+//! from a directory, a tar stream or the layers of a container image, writing the EROFS image (format V1),
 //! fs-verity digests (computed, enabled, measured), listing the objects an
 //! image references and looking files up in an image.
 //!
@@ -18,14 +18,16 @@ use crate::Digest;
 
 mod lookup;
 mod scan_dir;
+mod scan_oci;
 mod scan_tar;
 mod tree;
 mod verity;
 
 pub use lookup::{FileContent, ImageTree};
 pub use scan_dir::scan_directory;
+pub use scan_oci::{OciTreeBuilder, OciXattrs};
 pub use scan_tar::{TarCompression, scan_tar};
-pub use tree::{FileData, SourceTree, TreeStats};
+pub use tree::{FileData, Sink, SourceTree, TreeStats};
 pub use verity::{VerityEnable, enable_verity, measure_verity};
 
 type ObjectId = Sha256HashValue;
@@ -46,6 +48,16 @@ pub enum ImageError {
     Build(String),
     #[error("not a valid composefs image: {0}")]
     Invalid(String),
+    /// An entry of a container image layer that cannot be applied.
+    #[error("{layer}{}: {detail}", if entry.is_empty() { String::new() } else { format!(", entry {entry}") })]
+    Layer {
+        layer: String,
+        entry: String,
+        detail: String,
+    },
+    /// A container image whose layers, applied, do not make a root filesystem.
+    #[error("{0}")]
+    Oci(String),
     /// A path looked up inside an image is missing or of the wrong kind.
     #[error("{0}")]
     Lookup(String),

@@ -223,7 +223,7 @@ fn scan_tar_reader(
     Ok(tree)
 }
 
-fn id32(v: u64, what: &str) -> Result<u32, String> {
+pub(crate) fn id32(v: u64, what: &str) -> Result<u32, String> {
     u32::try_from(v).map_err(|_| format!("{what} {v} does not fit in 32 bits"))
 }
 
@@ -336,7 +336,7 @@ fn parse_pax_time(s: &str) -> Option<(i64, u32)> {
     }
 }
 
-fn read_member(entry: &mut dyn Read, size: u64) -> io::Result<FileData> {
+pub(crate) fn read_member(entry: &mut dyn Read, size: u64) -> io::Result<FileData> {
     if size <= IN_MEMORY_MAX {
         let mut buf = Vec::with_capacity(size as usize);
         entry.read_to_end(&mut buf)?;

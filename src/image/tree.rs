@@ -109,6 +109,44 @@ impl SourceTree {
         self.fs.push_leaf(stat, content)
     }
 
+    /// Counts the tree again from scratch (after whiteouts removed entries).
+    pub(crate) fn recount(&mut self) {
+        let mut stats = TreeStats::default();
+        let mut seen = vec![false; self.fs.leaves.len()];
+        let mut stack = vec![&self.fs.root];
+        while let Some(dir) = stack.pop() {
+            stats.directories += 1;
+            for (_, inode) in dir.entries() {
+                match inode {
+                    Inode::Directory(d) => stack.push(d),
+                    Inode::Leaf(id, _) => {
+                        if std::mem::replace(&mut seen[id.0], true) {
+                            stats.hardlinks += 1;
+                            continue;
+                        }
+                        match &self.fs.leaves[id.0].content {
+                            LeafContent::Regular(Pending::Inline(_)) => {
+                                stats.regular_files += 1;
+                                stats.inline_files += 1;
+                            }
+                            LeafContent::Regular(Pending::External { size, .. }) => {
+                                stats.regular_files += 1;
+                                stats.external_files += 1;
+                                stats.external_bytes += size;
+                            }
+                            LeafContent::Symlink(_) => stats.symlinks += 1,
+                            LeafContent::BlockDevice(_) | LeafContent::CharacterDevice(_) => {
+                                stats.devices += 1
+                            }
+                            LeafContent::Fifo | LeafContent::Socket => stats.fifos_sockets += 1,
+                        }
+                    }
+                }
+            }
+        }
+        self.stats = stats;
+    }
+
     /// Writes the image once every job has its digest (`digests[job]`).
     pub fn into_image(self, digests: &[Digest]) -> Result<Vec<u8>, ImageError> {
         if digests.len() != self.jobs {

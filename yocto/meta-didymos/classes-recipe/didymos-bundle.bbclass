@@ -24,6 +24,17 @@
 # The image must produce a tarball of its root filesystem:
 #   IMAGE_FSTYPES:append:pn-core-image-minimal = " tar.zst"
 #
+# Or the bundle is made from a container image instead (docs/oci.md):
+#
+#   DIDYMOS_BUNDLE_OCI = "oci-archive:/srv/images/gateway-2.4.1.tar"
+#   DIDYMOS_BUNDLE_OCI_XATTRS = "capabilities"        # or "capabilities+user"
+#
+# oci:, oci-archive: and docker-archive: are read by didymos itself;
+# containers-storage: runs skopeo, which bitbake finds only when it is in
+# HOSTTOOLS (HOSTTOOLS_NONFATAL += "skopeo"). With DIDYMOS_BUNDLE_OCI set,
+# DIDYMOS_BUNDLE_IMAGE is not used, and an empty DIDYMOS_BUNDLE_VERSION takes
+# the image's org.opencontainers.image.version label.
+#
 # An encrypted key's passphrase is read from the environment bitbake was
 # started in (DIDYMOS_KEY_PASSPHRASE) or from DIDYMOS_KEY_PASSPHRASE_FILE. It
 # is handed to didymos in its environment only; it never appears in a task
@@ -51,6 +62,11 @@ DIDYMOS_BUNDLE_IMAGE_FSTYPE ??= "tar.zst"
 DIDYMOS_BUNDLE_IMAGE_FSTYPE[doc] = "Which of the image's IMAGE_FSTYPES is the rootfs tarball (tar, tar.gz, tar.zst)."
 DIDYMOS_BUNDLE_ROOTFS ??= "${DEPLOY_DIR_IMAGE}/${DIDYMOS_BUNDLE_IMAGE}${IMAGE_MACHINE_SUFFIX}${IMAGE_NAME_SUFFIX}.${DIDYMOS_BUNDLE_IMAGE_FSTYPE}"
 DIDYMOS_BUNDLE_ROOTFS[doc] = "The rootfs tarball (or directory) the bundle is made from; derived from DIDYMOS_BUNDLE_IMAGE."
+
+DIDYMOS_BUNDLE_OCI ??= ""
+DIDYMOS_BUNDLE_OCI[doc] = "A container image to make the bundle from instead of DIDYMOS_BUNDLE_IMAGE: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or containers-storage:IMAGE."
+DIDYMOS_BUNDLE_OCI_XATTRS ??= "capabilities"
+DIDYMOS_BUNDLE_OCI_XATTRS[doc] = "Extended attributes a container image's files keep: capabilities (composefs-rs's default) or capabilities+user."
 
 DIDYMOS_BUNDLE_COMPATIBLE ??= "${DIDYMOS_COMPATIBLE}"
 DIDYMOS_BUNDLE_COMPATIBLE[doc] = "Must equal [system] compatible in the device's system.conf."
@@ -97,6 +113,9 @@ deltask do_populate_sysroot
 
 python __anonymous() {
     image = d.getVar('DIDYMOS_BUNDLE_IMAGE')
+    if d.getVar('DIDYMOS_BUNDLE_OCI'):
+        # The container image is the input; no image recipe is built for it.
+        return
     if image:
         d.appendVarFlag('do_didymos_bundle', 'depends', ' %s:do_image_complete' % image)
     elif not d.getVar('DIDYMOS_BUNDLE_ROOTFS'):
@@ -114,9 +133,12 @@ def didymos_bundle_path(name, d):
 
 def didymos_bundle_argv(d):
     """The didymos bundle create command line, derived from the class's variables."""
-    argv = [
-        d.getVar('DIDYMOS_NATIVE_BINARY'), 'bundle', 'create',
-        '--rootfs', d.getVar('DIDYMOS_BUNDLE_ROOTFS'),
+    oci = d.getVar('DIDYMOS_BUNDLE_OCI')
+    if oci:
+        source = ['--oci', oci, '--oci-xattrs', d.getVar('DIDYMOS_BUNDLE_OCI_XATTRS')]
+    else:
+        source = ['--rootfs', d.getVar('DIDYMOS_BUNDLE_ROOTFS')]
+    argv = [d.getVar('DIDYMOS_NATIVE_BINARY'), 'bundle', 'create'] + source + [
         '--output', d.getVar('DIDYMOS_BUNDLE_OUTPUT'),
         '--cert', d.getVar('DIDYMOS_CERT_FILE'),
         '--key', d.getVar('DIDYMOS_KEY_FILE'),
@@ -124,7 +146,8 @@ def didymos_bundle_argv(d):
     for intermediate in (d.getVar('DIDYMOS_INTERMEDIATE_FILES') or '').split():
         argv += ['--intermediate', intermediate]
     argv += ['--compatible', d.getVar('DIDYMOS_BUNDLE_COMPATIBLE')]
-    argv += ['--version', d.getVar('DIDYMOS_BUNDLE_VERSION')]
+    if d.getVar('DIDYMOS_BUNDLE_VERSION') or not oci:
+        argv += ['--version', d.getVar('DIDYMOS_BUNDLE_VERSION')]
     description = d.getVar('DIDYMOS_BUNDLE_DESCRIPTION')
     if description:
         argv += ['--description', description]
@@ -142,10 +165,13 @@ def didymos_bundle_argv(d):
 def didymos_bundle_check(d):
     """Fails with a message naming the variable to set when an input is missing."""
     import os
+    oci = d.getVar('DIDYMOS_BUNDLE_OCI')
     for var, what in (('DIDYMOS_KEY_FILE', 'the signing key'),
                       ('DIDYMOS_CERT_FILE', 'the signing certificate'),
                       ('DIDYMOS_BUNDLE_COMPATIBLE', 'the compatible string'),
                       ('DIDYMOS_BUNDLE_VERSION', 'the bundle version')):
+        if var == 'DIDYMOS_BUNDLE_VERSION' and oci:
+            continue  # the image's version label may give it
         if not d.getVar(var):
             bb.fatal("%s is not set: set it to %s" % (var, what))
     files = [('DIDYMOS_CERT_FILE', d.getVar('DIDYMOS_CERT_FILE'))]
@@ -161,6 +187,14 @@ def didymos_bundle_check(d):
     for var, path in files:
         if not os.path.isfile(path):
             bb.fatal("%s: %s does not exist" % (var, path))
+    if oci:
+        transport, _, rest = oci.partition(':')
+        if transport not in ('oci', 'oci-archive', 'docker-archive', 'containers-storage') or not rest:
+            bb.fatal("DIDYMOS_BUNDLE_OCI: %r is not oci:DIR, oci-archive:FILE, docker-archive:FILE "
+                     "or containers-storage:IMAGE" % oci)
+        if transport != 'containers-storage' and not os.path.exists(rest.split(':')[0]):
+            bb.fatal("DIDYMOS_BUNDLE_OCI: %s does not exist" % rest.split(':')[0])
+        return
     rootfs = d.getVar('DIDYMOS_BUNDLE_ROOTFS')
     if not os.path.exists(rootfs):
         bb.fatal("the root filesystem %s does not exist; add %s to IMAGE_FSTYPES of %s "
@@ -206,7 +240,7 @@ do_didymos_bundle[cleandirs] = "${B}"
 do_didymos_bundle[depends] += "virtual/fakeroot-native:do_populate_sysroot didymos-native:do_populate_sysroot"
 do_didymos_bundle[vardeps] += "DIDYMOS_BUNDLE_ROOTFS DIDYMOS_BUNDLE_OUTPUT DIDYMOS_CERT_FILE DIDYMOS_KEY_FILE \
     DIDYMOS_INTERMEDIATE_FILES DIDYMOS_BUNDLE_COMPATIBLE DIDYMOS_BUNDLE_VERSION DIDYMOS_BUNDLE_DESCRIPTION \
-    DIDYMOS_BUNDLE_BUILD DIDYMOS_BUNDLE_BASE DIDYMOS_BUNDLE_RAW DIDYMOS_BUNDLE_ARGS DIDYMOS_NATIVE_BINARY DIDYMOS_KEY_PASSPHRASE_FILE"
+    DIDYMOS_BUNDLE_BUILD DIDYMOS_BUNDLE_BASE DIDYMOS_BUNDLE_RAW DIDYMOS_BUNDLE_OCI DIDYMOS_BUNDLE_OCI_XATTRS DIDYMOS_BUNDLE_ARGS DIDYMOS_NATIVE_BINARY DIDYMOS_KEY_PASSPHRASE_FILE"
 do_didymos_bundle[file-checksums] += "${@' '.join('%s:False' % f for f in (d.getVar('DIDYMOS_CERT_FILE') + ' ' + d.getVar('DIDYMOS_INTERMEDIATE_FILES')).split())}"
 addtask didymos_bundle after do_configure before do_deploy
 
