@@ -45,6 +45,10 @@ pub trait Installer {
     fn boot_slot(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn system_version(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn last_bundle(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn last_transaction(&self) -> zbus::Result<String>;
 
     #[zbus(signal)]
     fn completed(&self, result: i32) -> zbus::Result<()>;
