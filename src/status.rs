@@ -48,7 +48,22 @@ pub struct SlotStatus {
     /// For a `raw` slot: the image written to its device, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw: Option<RawRecord>,
+    /// Where the slot lives: its block device for a `raw` slot, its directory
+    /// in the store (record and image) for a `composefs` slot. RAUC's
+    /// `device` key on D-Bus.
+    #[serde(skip)]
+    pub location: String,
+    /// What the slot holds, in RAUC's words: "ok" (a complete install),
+    /// "update" (an install into it is running or was cut off) or "empty".
+    /// RAUC's `status` key on D-Bus.
+    #[serde(skip)]
+    pub install_status: String,
 }
+
+/// [`SlotStatus::install_status`] values.
+pub const SLOT_OK: &str = "ok";
+pub const SLOT_UPDATING: &str = "update";
+pub const SLOT_EMPTY: &str = "empty";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
@@ -76,6 +91,7 @@ pub fn collect(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
         )),
         None => crate::install::journal::read_interrupted(data_dir).map(|i| i.describe()),
     };
+    let installing = crate::install::journal::read(data_dir).map(|j| j.slot);
     let mut slots = Vec::new();
     for slot in &config.slots {
         let (record, raw) = match slot.kind {
@@ -93,6 +109,19 @@ pub fn collect(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
         } else {
             "inactive"
         };
+        let install_status = if installing.as_ref() == Some(&slot.name) {
+            SLOT_UPDATING
+        } else if record.is_some() || raw.is_some() {
+            SLOT_OK
+        } else {
+            SLOT_EMPTY
+        };
+        let location = match &slot.device {
+            Some(d) => d.display().to_string(),
+            None => crate::slot::record::slot_dir(&config.store.path, &slot.name)
+                .display()
+                .to_string(),
+        };
         slots.push(SlotStatus {
             name: slot.name.clone(),
             class: slot.name.class().to_owned(),
@@ -105,6 +134,8 @@ pub fn collect(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
             attempts_left,
             record,
             raw,
+            location,
+            install_status: install_status.to_owned(),
         });
     }
     let system_version = booted

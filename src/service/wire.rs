@@ -141,12 +141,15 @@ impl DictBuilder {
 }
 
 /// One entry of `GetSlotStatus`: the slot name and RAUC's per-slot keys.
+/// `device` and `status` are there for every slot: RAUC's clients print them
+/// (`rauc status` shows `(device, type, state)`).
 pub fn slot_status(slot: &SlotStatus) -> Result<(String, Dict), Error> {
     let mut d = DictBuilder::default()
         .put("class", slot.class.as_str())?
         .put("type", slot.kind.as_str())?
         .put("state", slot.state.as_str())?
-        .put_opt("device", slot.device.as_deref())?
+        .put("device", slot.location.as_str())?
+        .put("status", slot.install_status.as_str())?
         .put_opt("bootname", slot.bootname.as_ref().map(|b| b.to_string()))?
         .put_opt("parent", slot.parent.as_ref().map(|p| p.to_string()))?
         .put_opt("boot-status", slot.boot_status.map(|s| s.as_str()))?
@@ -227,18 +230,21 @@ pub fn slot_status_from_wire(name: &str, d: &Dict) -> Result<SlotStatus, String>
             }),
             _ => None,
         };
+        let location = text("device")?.unwrap_or_default();
         return Ok(SlotStatus {
             name: slot,
             class: required("class")?,
             kind,
             bootname: None,
-            device: text("device")?,
+            device: Some(location.clone()).filter(|d| !d.is_empty()),
             parent,
             state: required("state")?,
             boot_status: None,
             attempts_left: None,
             record: None,
             raw,
+            location,
+            install_status: text("status")?.unwrap_or_default(),
         });
     }
     let bootname = text("bootname")?
@@ -273,13 +279,17 @@ pub fn slot_status_from_wire(name: &str, d: &Dict) -> Result<SlotStatus, String>
         class: required("class")?,
         kind,
         bootname,
-        device: text("device")?,
+        // A composefs slot's `device` is its place in the store, not a
+        // configured device (which only raw slots have).
+        device: None,
         parent,
         state: required("state")?,
         boot_status,
         attempts_left: number("attempts-left")?,
         record,
         raw: None,
+        location: text("device")?.unwrap_or_default(),
+        install_status: text("status")?.unwrap_or_default(),
     })
 }
 
@@ -460,6 +470,8 @@ mod tests {
                 attempts_left: Some(3),
                 record: Some(record),
                 raw: None,
+                location: "/store/slots/rootfs.1".into(),
+                install_status: "ok".into(),
             },
             SlotStatus {
                 name: SlotName::parse("bootloader.0").unwrap(),
@@ -473,6 +485,8 @@ mod tests {
                 attempts_left: None,
                 record: None,
                 raw: None,
+                location: "/dev/mmcblk0boot0".into(),
+                install_status: "empty".into(),
             },
             SlotStatus {
                 name: SlotName::parse("bootloader.1").unwrap(),
@@ -496,6 +510,8 @@ mod tests {
                     installed_timestamp: "2025-01-01T00:00:00Z".into(),
                     installed_count: 3,
                 }),
+                location: "/dev/mmcblk0boot1".into(),
+                install_status: "ok".into(),
             },
         ];
         for slot in cases {
@@ -525,7 +541,18 @@ mod tests {
             attempts_left: None,
             record: None,
             raw: None,
+            location: "/store/slots/rootfs.0".into(),
+            install_status: "update".into(),
         }
+    }
+
+    /// RAUC's clients print `device` and `status` for every slot.
+    #[test]
+    fn every_slot_has_device_and_status() {
+        let (_, d) = slot_status(&cases_first()).unwrap();
+        let text = |k: &str| String::try_from(d[k].try_clone().unwrap()).unwrap();
+        assert_eq!(text("device"), "/store/slots/rootfs.0");
+        assert_eq!(text("status"), "update");
     }
 
     #[test]
