@@ -76,7 +76,24 @@ pub struct SlotStatus {
     /// For a `raw` slot: the image written to its device, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw: Option<RawRecord>,
+    /// Where the slot lives: its block device for a `raw` slot, its directory
+    /// in the store (record and image) for a `composefs` slot. RAUC's
+    /// `device` key on D-Bus.
+    #[serde(skip)]
+    pub location: String,
+    /// What the slot holds, in RAUC's words: "ok" (a complete install),
+    /// "update" (an install into it is running or was cut off) or "empty".
+    /// RAUC's `status` key on D-Bus.
+    #[serde(skip)]
+    pub install_status: String,
 }
+
+/// [`SlotStatus::install_status`] values.
+pub const SLOT_OK: &str = "ok";
+pub const SLOT_UPDATING: &str = "update";
+pub const SLOT_EMPTY: &str = "empty";
+/// A slot whose record cannot be read: setup-root would not boot it.
+pub const SLOT_DAMAGED: &str = "damaged";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
@@ -109,6 +126,7 @@ pub fn collect(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
             Ok(f) => (f.floor, None),
             Err(e) => (0, Some(e.to_string())),
         };
+    let installing = crate::install::journal::read(data_dir).map(|j| j.slot);
     let mut slots = Vec::new();
     for slot in &config.slots {
         let (mut record, mut record_error, mut raw) = (None, None, None);
@@ -137,6 +155,21 @@ pub fn collect(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
         } else {
             "inactive"
         };
+        let install_status = if installing.as_ref() == Some(&slot.name) {
+            SLOT_UPDATING
+        } else if record_error.is_some() {
+            SLOT_DAMAGED
+        } else if record.is_some() || raw.is_some() {
+            SLOT_OK
+        } else {
+            SLOT_EMPTY
+        };
+        let location = match &slot.device {
+            Some(d) => d.display().to_string(),
+            None => crate::slot::record::slot_dir(&config.store.path, &slot.name)
+                .display()
+                .to_string(),
+        };
         slots.push(SlotStatus {
             name: slot.name.clone(),
             class: slot.name.class().to_owned(),
@@ -151,6 +184,8 @@ pub fn collect(config: &SystemConfig) -> Result<SystemStatus, StatusError> {
             record_error,
             security_version,
             raw,
+            location,
+            install_status: install_status.to_owned(),
         });
     }
     let system_version = booted

@@ -26,6 +26,8 @@ async fn properties_through_every_client() {
         ("Operation", "s \"idle\""),
         ("LastError", "s \"\""),
         ("LastErrorName", "s \"\""),
+        ("LastBundle", "s \"\""),
+        ("LastTransaction", "s \"\""),
         ("Progress", "(isi) 0 \"\" 0"),
         ("Compatible", "s \"didymos-test\""),
         ("Variant", "s \"dev\""),
@@ -212,7 +214,8 @@ async fn rauc_interface_has_rauc_signatures() {
         &["--dest", RAUC_NAME, "--object-path", "/", "--xml"],
     ));
     let members = interface_members(&live, RAUC_IFACE);
-    // RAUC's de.pengutronix.rauc.Installer, member for member.
+    // RAUC's de.pengutronix.rauc.Installer (its current introspection data),
+    // member for member.
     let expected: Vec<String> = [
         "method GetArtifactStatus out aa{sv}",
         "method GetPrimary out s",
@@ -240,7 +243,9 @@ async fn rauc_interface_has_rauc_signatures() {
         "method-exists Mark",
         "property BootSlot s read",
         "property Compatible s read",
+        "property LastBundle s read",
         "property LastError s read",
+        "property LastTransaction s read",
         "property Operation s read",
         "property Progress (isi) read",
         "property Variant s read",

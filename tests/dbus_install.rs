@@ -125,6 +125,28 @@ async fn full_install_sequence() {
         "2.0"
     );
     assert_eq!(proxy.get_primary().await.unwrap(), "rootfs.1");
+    // RAUC's LastBundle and LastTransaction: the path named, and a random
+    // UUID when the caller gave no transaction-id.
+    assert_eq!(proxy.last_bundle().await.unwrap(), bundle.to_str().unwrap());
+    let generated = proxy.last_transaction().await.unwrap();
+    assert!(
+        generated.len() == 36 && generated.matches('-').count() == 4,
+        "{generated}"
+    );
+
+    // Through a descriptor: the path the file was opened at, and the
+    // caller's transaction-id.
+    let mut args = HashMap::new();
+    args.insert("transaction-id", Value::from("ticket-42"));
+    let seen = watch(
+        &proxy,
+        proxy.install_bundle_fd(fd(&bundle), args),
+        |_, _| {},
+    )
+    .await;
+    assert_eq!(seen.completed, [0], "{seen:?}");
+    assert_eq!(proxy.last_bundle().await.unwrap(), bundle.to_str().unwrap());
+    assert_eq!(proxy.last_transaction().await.unwrap(), "ticket-42");
 }
 
 /// A bundle the device would refuse is refused by the call itself, with the

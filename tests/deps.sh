@@ -26,6 +26,8 @@ packages=(
   podman skopeo
   # yocto layer lint
   python3-pip python3-venv
+  # yocto: real bitbake on the poky snapshots (its host tools and locale)
+  chrpath diffstat gawk git lz4 zstd file wget cpio patch bzip2 perl g++ make rpcsvc-proto locales
 )
 
 missing=()
@@ -55,4 +57,12 @@ if ((${#missing[@]})); then
   fi
   apt-get install "${apt_opts[@]}" "${missing[@]}"
   [ -z "${bpo_list:-}" ] || rm -f "$bpo_list"
+fi
+
+# bitbake switches to en_US.UTF-8 and refuses to start without it.
+if ! locale -a 2>/dev/null | grep -qix 'en_US.utf-*8'; then
+  echo "tests/deps.sh: generating the en_US.UTF-8 locale"
+  sed -i 's/^# *\(en_US.UTF-8 UTF-8\)/\1/' /etc/locale.gen
+  grep -q '^en_US.UTF-8 UTF-8' /etc/locale.gen || echo 'en_US.UTF-8 UTF-8' >>/etc/locale.gen
+  locale-gen >/dev/null
 fi

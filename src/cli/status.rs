@@ -348,6 +348,8 @@ mod tests {
                 activated_count: 1,
             }),
             raw: None,
+            location: format!("/store/slots/{n}"),
+            install_status: "ok".into(),
         };
         SystemStatus {
             compatible: "didymos-demo".into(),
@@ -400,6 +402,8 @@ mod tests {
                         installed_timestamp: "2026-11-21T10:00:00Z".into(),
                         installed_count: 1,
                     }),
+                    location: "/dev/mmcblk0boot1".into(),
+                    install_status: "ok".into(),
                 },
             ],
         }

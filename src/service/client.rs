@@ -47,6 +47,10 @@ pub trait Installer {
     fn system_version(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn security_floor(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn last_bundle(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn last_transaction(&self) -> zbus::Result<String>;
 
     #[zbus(signal)]
     fn completed(&self, result: i32) -> zbus::Result<()>;

@@ -46,6 +46,10 @@ struct State {
     last_error: String,
     last_error_name: String,
     progress: ProgressTuple,
+    /// RAUC's `LastBundle`: the bundle the last install was started with.
+    last_bundle: String,
+    /// RAUC's `LastTransaction`: the last install's transaction id.
+    last_transaction: String,
 }
 
 /// Facts fixed for the daemon's lifetime.
@@ -122,6 +126,8 @@ impl Core {
                 last_error,
                 last_error_name,
                 progress: (0, String::new(), 0),
+                last_bundle: String::new(),
+                last_transaction: String::new(),
             }),
             inspections: tokio::sync::Semaphore::new(MAX_INSPECTIONS),
         }
@@ -163,6 +169,12 @@ impl Core {
     pub fn progress(&self) -> ProgressTuple {
         self.state().progress.clone()
     }
+    pub fn last_bundle(&self) -> String {
+        self.state().last_bundle.clone()
+    }
+    pub fn last_transaction(&self) -> String {
+        self.state().last_transaction.clone()
+    }
 
     // --- methods ---
 
@@ -181,7 +193,7 @@ impl Core {
         if refusal == Refusal::InCall {
             self.check_bundle(conn, &file, &options).await?;
         }
-        self.start_install(conn, file, options)
+        self.start_install(conn, file, source.to_owned(), options)
     }
 
     /// `InstallBundleFd(h, a{sv})`: the caller opened the bundle.
@@ -196,7 +208,8 @@ impl Core {
         self.authorize(conn, header, Action::Install).await?;
         let file = file_from_fd(fd)?;
         self.check_bundle(conn, &file, &options).await?;
-        self.start_install(conn, file, options)
+        let source = path_of(&file);
+        self.start_install(conn, file, source, options)
     }
 
     /// Runs the install's checks that write nothing, in the method call: a
@@ -363,11 +376,15 @@ impl Core {
 
     // --- the install ---
 
+    /// Starts the install of `file` (`source`: the path it was opened at, or
+    /// "" when unknown). Every install has a transaction id: the caller's
+    /// `transaction-id`, or a new random UUID, as RAUC does.
     fn start_install(
         self: &Arc<Self>,
         conn: &Connection,
         file: File,
-        options: InstallOptions,
+        source: String,
+        mut options: InstallOptions,
     ) -> Result<(), Error> {
         let cancel = CancelToken::default();
         {
@@ -375,10 +392,16 @@ impl Core {
             if !matches!(s.activity, Activity::Idle) {
                 return Err(busy());
             }
+            let transaction = options
+                .transaction_id
+                .get_or_insert_with(new_transaction_id)
+                .clone();
             s.activity = Activity::Installing(cancel.clone());
             s.progress = (0, "Installing".into(), 1);
             s.last_error.clear();
             s.last_error_name.clear();
+            s.last_bundle = source;
+            s.last_transaction = transaction;
         }
         log::info!(
             "install started{}",
@@ -449,7 +472,12 @@ async fn run_install(
     signals::properties_changed(
         &conn,
         &core,
-        &[Changed::Operation, Changed::LastError, Changed::Progress],
+        &[
+            Changed::Operation,
+            Changed::LastError,
+            Changed::Progress,
+            Changed::LastBundle,
+        ],
     )
     .await;
 
@@ -482,6 +510,32 @@ async fn run_install(
     )
     .await;
     signals::completed(&conn, &core, code).await;
+}
+
+/// A random (version 4) UUID from the kernel, like RAUC's transaction ids.
+fn new_transaction_id() -> String {
+    match std::fs::read_to_string("/proc/sys/kernel/random/uuid") {
+        Ok(uuid) => uuid.trim().to_owned(),
+        Err(e) => {
+            log::warn!("cannot read a random UUID from the kernel ({e}); using the time instead");
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            format!("{:x}-{:x}", now.as_secs(), now.subsec_nanos())
+        }
+    }
+}
+
+/// The path a descriptor's file was opened at, as the daemon sees it ("" if
+/// the kernel names none, e.g. a deleted file).
+fn path_of(file: &File) -> String {
+    use std::os::fd::AsRawFd;
+    match std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+        Ok(p) if p.is_absolute() && !p.to_string_lossy().ends_with(" (deleted)") => {
+            p.display().to_string()
+        }
+        _ => String::new(),
+    }
 }
 
 fn busy() -> Error {

@@ -148,6 +148,20 @@ impl Installer {
         self.core.last_error_name()
     }
 
+    /// The bundle the last install was started with: its path (for
+    /// `InstallBundleFd`, the path the descriptor's file was opened at), or "".
+    #[zbus(property)]
+    fn last_bundle(&self) -> String {
+        self.core.last_bundle()
+    }
+
+    /// The transaction id of the last install: the `transaction-id` argument,
+    /// or a random UUID the service chose ("" before the first install).
+    #[zbus(property)]
+    fn last_transaction(&self) -> String {
+        self.core.last_transaction()
+    }
+
     /// (percent, message, nesting depth) of the running or last install.
     #[zbus(property)]
     fn progress(&self) -> ProgressTuple {

@@ -103,6 +103,16 @@ impl RaucInstaller {
     }
 
     #[zbus(property)]
+    fn last_bundle(&self) -> String {
+        self.core.last_bundle()
+    }
+
+    #[zbus(property)]
+    fn last_transaction(&self) -> String {
+        self.core.last_transaction()
+    }
+
+    #[zbus(property)]
     fn progress(&self) -> ProgressTuple {
         self.core.progress()
     }

@@ -14,6 +14,8 @@ pub enum Changed {
     Operation,
     LastError,
     Progress,
+    /// `LastBundle` and `LastTransaction` (they change together).
+    LastBundle,
 }
 
 /// Announces changed properties on `org.didymos.Installer1` and, when exported,
@@ -32,6 +34,10 @@ pub async fn properties_changed(conn: &Connection, core: &Core, props: &[Changed
                     r.and(i.last_error_name_changed(emitter).await)
                 }
                 Changed::Progress => i.progress_changed(emitter).await,
+                Changed::LastBundle => {
+                    let r = i.last_bundle_changed(emitter).await;
+                    r.and(i.last_transaction_changed(emitter).await)
+                }
             };
             log_failure(r, Installer::name().as_str());
         }
@@ -46,6 +52,10 @@ pub async fn properties_changed(conn: &Connection, core: &Core, props: &[Changed
                 Changed::Operation => i.operation_changed(emitter).await,
                 Changed::LastError => i.last_error_changed(emitter).await,
                 Changed::Progress => i.progress_changed(emitter).await,
+                Changed::LastBundle => {
+                    let r = i.last_bundle_changed(emitter).await;
+                    r.and(i.last_transaction_changed(emitter).await)
+                }
             };
             log_failure(r, RaucInstaller::name().as_str());
         }

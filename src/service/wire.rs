@@ -141,12 +141,15 @@ impl DictBuilder {
 }
 
 /// One entry of `GetSlotStatus`: the slot name and RAUC's per-slot keys.
+/// `device` and `status` are there for every slot: RAUC's clients print them
+/// (`rauc status` shows `(device, type, state)`).
 pub fn slot_status(slot: &SlotStatus) -> Result<(String, Dict), Error> {
     let mut d = DictBuilder::default()
         .put("class", slot.class.as_str())?
         .put("type", slot.kind.as_str())?
         .put("state", slot.state.as_str())?
-        .put_opt("device", slot.device.as_deref())?
+        .put("device", slot.location.as_str())?
+        .put("status", slot.install_status.as_str())?
         .put_opt("bootname", slot.bootname.as_ref().map(|b| b.to_string()))?
         .put_opt("parent", slot.parent.as_ref().map(|p| p.to_string()))?
         .put_opt("boot-status", slot.boot_status.map(|s| s.as_str()))?
@@ -229,12 +232,13 @@ pub fn slot_status_from_wire(name: &str, d: &Dict) -> Result<SlotStatus, String>
             }),
             _ => None,
         };
+        let location = text("device")?.unwrap_or_default();
         return Ok(SlotStatus {
             name: slot,
             class: required("class")?,
             kind,
             bootname: None,
-            device: text("device")?,
+            device: Some(location.clone()).filter(|d| !d.is_empty()),
             parent,
             state: required("state")?,
             boot_status: None,
@@ -243,6 +247,8 @@ pub fn slot_status_from_wire(name: &str, d: &Dict) -> Result<SlotStatus, String>
             record_error: None,
             security_version: None,
             raw,
+            location,
+            install_status: text("status")?.unwrap_or_default(),
         });
     }
     let bootname = text("bootname")?
@@ -277,7 +283,9 @@ pub fn slot_status_from_wire(name: &str, d: &Dict) -> Result<SlotStatus, String>
         class: required("class")?,
         kind,
         bootname,
-        device: text("device")?,
+        // A composefs slot's `device` is its place in the store, not a
+        // configured device (which only raw slots have).
+        device: None,
         parent,
         state: required("state")?,
         boot_status,
@@ -290,6 +298,8 @@ pub fn slot_status_from_wire(name: &str, d: &Dict) -> Result<SlotStatus, String>
         record,
         record_error: text("record.error")?,
         raw: None,
+        location: text("device")?.unwrap_or_default(),
+        install_status: text("status")?.unwrap_or_default(),
     })
 }
 
@@ -473,6 +483,8 @@ mod tests {
                 record_error: None,
                 security_version: Some(3),
                 raw: None,
+                location: "/store/slots/rootfs.1".into(),
+                install_status: "ok".into(),
             },
             SlotStatus {
                 name: SlotName::parse("bootloader.0").unwrap(),
@@ -488,6 +500,8 @@ mod tests {
                 record_error: None,
                 security_version: None,
                 raw: None,
+                location: "/dev/mmcblk0boot0".into(),
+                install_status: "empty".into(),
             },
             SlotStatus {
                 name: SlotName::parse("bootloader.1").unwrap(),
@@ -513,6 +527,8 @@ mod tests {
                     installed_timestamp: "2025-01-01T00:00:00Z".into(),
                     installed_count: 3,
                 }),
+                location: "/dev/mmcblk0boot1".into(),
+                install_status: "ok".into(),
             },
         ];
         for slot in cases {
@@ -544,7 +560,18 @@ mod tests {
             record_error: Some("damaged".into()),
             security_version: None,
             raw: None,
+            location: "/store/slots/rootfs.0".into(),
+            install_status: "update".into(),
         }
+    }
+
+    /// RAUC's clients print `device` and `status` for every slot.
+    #[test]
+    fn every_slot_has_device_and_status() {
+        let (_, d) = slot_status(&cases_first()).unwrap();
+        let text = |k: &str| String::try_from(d[k].try_clone().unwrap()).unwrap();
+        assert_eq!(text("device"), "/store/slots/rootfs.0");
+        assert_eq!(text("status"), "update");
     }
 
     #[test]

@@ -276,12 +276,24 @@ impl Drop for Bus {
 /// fetched on first use by `tests/busctl/fetch` (Debian 12's busctl refuses
 /// the `h` type).
 pub fn fd_busctl() -> PathBuf {
-    let out = Command::new(repo_file("tests/busctl/fetch"))
+    fetched("tests/busctl/fetch")
+}
+
+/// Debian trixie's `rauc` (RAUC 1.13's command line), fetched on first use
+/// by `tests/rauc/fetch`.
+pub fn rauc_client() -> PathBuf {
+    fetched("tests/rauc/fetch")
+}
+
+/// Runs a `tests/*/fetch` script (tests/lib/debian-fetch) and returns the
+/// program path it prints.
+fn fetched(script: &str) -> PathBuf {
+    let out = Command::new(repo_file(script))
         .output()
-        .expect("cannot run tests/busctl/fetch");
+        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
     assert!(
         out.status.success(),
-        "tests/busctl/fetch failed: {}",
+        "{script} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())

@@ -4,12 +4,25 @@
 #
 # Builds a signed didymos bundle (.raucb) from an image's root filesystem.
 #
-# A bundle recipe names the image and the signing material; everything else
-# has a default:
+# Two ways to use it:
 #
-#   inherit didymos-bundle
+#   - a bundle recipe of its own names the image (its bundle task runs after
+#     the image's do_image_complete, and do_deploy puts the bundle into
+#     DEPLOY_DIR_IMAGE):
 #
-#   DIDYMOS_BUNDLE_IMAGE = "core-image-minimal"        # provides the rootfs tarball
+#       inherit didymos-bundle
+#       DIDYMOS_BUNDLE_IMAGE = "core-image-minimal"    # provides the rootfs tarball
+#
+#   - an image recipe inherits it after the image class, and the image's own
+#     root filesystem becomes the bundle (its bundle task runs after the
+#     tarball is made and before do_image_complete, so the bundle is deployed
+#     with the image and comes from the shared-state cache with it):
+#
+#       inherit core-image didymos-bundle
+#
+# Either way the signing material must be named; everything else has a
+# default:
+#
 #   DIDYMOS_BUNDLE_COMPATIBLE = "acme-gateway-v3"      # default: DIDYMOS_COMPATIBLE
 #   DIDYMOS_BUNDLE_VERSION = "2.4.1"                   # default: PV
 #   DIDYMOS_BUNDLE_DESCRIPTION = "Spring release"      # default: SUMMARY
@@ -43,16 +56,22 @@
 # didymos-native runs under pseudo, so ownership and extended attributes come
 # from the tarball exactly as the image recorded them, without root. The bundle
 # lands in DEPLOY_DIR_IMAGE as ${DIDYMOS_BUNDLE_NAME}.raucb with a
-# ${DIDYMOS_BUNDLE_LINK_NAME}.raucb symlink.
+# ${DIDYMOS_BUNDLE_LINK_NAME}.raucb symlink (in an image recipe: the image's
+# IMAGE_NAME and IMAGE_LINK_NAME).
 
 LICENSE ?= "MIT"
 
+# "image" when inherited by an image recipe (after the image class), "recipe"
+# in a bundle recipe of its own. Decided here, at inherit time, because the
+# two differ in what they inherit.
+DIDYMOS_BUNDLE_MODE := "${@'image' if bb.data.inherits_class('image', d) else 'recipe'}"
+
 DEPENDS += "didymos-native"
 
+inherit ${@'' if d.getVar('DIDYMOS_BUNDLE_MODE') == 'image' else 'nopackages deploy image-artifact-names'}
+
+# What image.bbclass sets for an image anyway.
 PACKAGE_ARCH = "${MACHINE_ARCH}"
-
-inherit nopackages deploy image-artifact-names
-
 PACKAGES = ""
 INHIBIT_DEFAULT_DEPS = "1"
 
@@ -60,8 +79,8 @@ DIDYMOS_BUNDLE_IMAGE ??= ""
 DIDYMOS_BUNDLE_IMAGE[doc] = "The image recipe whose root filesystem tarball goes into the bundle."
 DIDYMOS_BUNDLE_IMAGE_FSTYPE ??= "tar.zst"
 DIDYMOS_BUNDLE_IMAGE_FSTYPE[doc] = "Which of the image's IMAGE_FSTYPES is the rootfs tarball (tar, tar.gz, tar.zst)."
-DIDYMOS_BUNDLE_ROOTFS ??= "${DEPLOY_DIR_IMAGE}/${DIDYMOS_BUNDLE_IMAGE}${IMAGE_MACHINE_SUFFIX}${IMAGE_NAME_SUFFIX}.${DIDYMOS_BUNDLE_IMAGE_FSTYPE}"
-DIDYMOS_BUNDLE_ROOTFS[doc] = "The rootfs tarball (or directory) the bundle is made from; derived from DIDYMOS_BUNDLE_IMAGE."
+DIDYMOS_BUNDLE_ROOTFS ??= "${@d.getVar('IMGDEPLOYDIR') + '/' + d.getVar('IMAGE_NAME') if d.getVar('DIDYMOS_BUNDLE_MODE') == 'image' else d.getVar('DEPLOY_DIR_IMAGE') + '/' + d.getVar('DIDYMOS_BUNDLE_IMAGE') + d.getVar('IMAGE_MACHINE_SUFFIX')}${IMAGE_NAME_SUFFIX}.${DIDYMOS_BUNDLE_IMAGE_FSTYPE}"
+DIDYMOS_BUNDLE_ROOTFS[doc] = "The rootfs tarball (or directory) the bundle is made from; derived from DIDYMOS_BUNDLE_IMAGE, or in an image recipe the image's own tarball."
 
 DIDYMOS_BUNDLE_OCI ??= ""
 DIDYMOS_BUNDLE_OCI[doc] = "A container image to make the bundle from instead of DIDYMOS_BUNDLE_IMAGE: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or containers-storage:IMAGE."
@@ -94,14 +113,16 @@ DIDYMOS_BUNDLE_ARGS ??= ""
 DIDYMOS_BUNDLE_ARGS[doc] = "Extra arguments for didymos bundle create, split on white space."
 
 DIDYMOS_BUNDLE_BASENAME ??= "${PN}"
-DIDYMOS_BUNDLE_NAME ??= "${DIDYMOS_BUNDLE_BASENAME}-${MACHINE}-${DATETIME}"
+DIDYMOS_BUNDLE_NAME ??= "${@'${IMAGE_NAME}' if d.getVar('DIDYMOS_BUNDLE_MODE') == 'image' else '${DIDYMOS_BUNDLE_BASENAME}-${MACHINE}-${DATETIME}'}"
 DIDYMOS_BUNDLE_NAME[vardepsexclude] = "DATETIME"
-DIDYMOS_BUNDLE_LINK_NAME ??= "${DIDYMOS_BUNDLE_BASENAME}-${MACHINE}"
-DIDYMOS_BUNDLE_OUTPUT ??= "${B}/bundle.raucb"
+DIDYMOS_BUNDLE_LINK_NAME ??= "${@'${IMAGE_LINK_NAME}' if d.getVar('DIDYMOS_BUNDLE_MODE') == 'image' else '${DIDYMOS_BUNDLE_BASENAME}-${MACHINE}'}"
+DIDYMOS_BUNDLE_DIR = "${WORKDIR}/didymos-bundle"
+DIDYMOS_BUNDLE_OUTPUT ??= "${DIDYMOS_BUNDLE_DIR}/bundle.raucb"
 
 DIDYMOS_NATIVE_BINARY ??= "${STAGING_BINDIR_NATIVE}/didymos"
 
-B = "${WORKDIR}/bundle"
+# An image has its tarball made in IMAGE_FSTYPES.
+IMAGE_FSTYPES:append = " ${@'${DIDYMOS_BUNDLE_IMAGE_FSTYPE}' if d.getVar('DIDYMOS_BUNDLE_MODE') == 'image' else ''}"
 
 do_fetch[noexec] = "1"
 do_unpack[noexec] = "1"
@@ -112,16 +133,29 @@ do_install[noexec] = "1"
 deltask do_populate_sysroot
 
 python __anonymous() {
+    pn = d.getVar('PN')
+    if d.getVar('DIDYMOS_BUNDLE_MODE') == 'image':
+        # The bundle is made from the image's own tarball, before
+        # do_image_complete deploys the image's files, the bundle with them.
+        fstype = d.getVar('DIDYMOS_BUNDLE_IMAGE_FSTYPE')
+        if fstype not in (d.getVar('IMAGE_FSTYPES') or '').split():
+            bb.fatal("%s: DIDYMOS_BUNDLE_IMAGE_FSTYPE %s is not in IMAGE_FSTYPES" % (pn, fstype))
+        bb.build.addtask('do_didymos_bundle', 'do_image_complete', 'do_image_%s' % fstype.split('.')[0], d)
+        return
+    if bb.data.inherits_class('image', d):
+        bb.fatal("%s inherits didymos-bundle before the image class; inherit it after: "
+                 "inherit core-image didymos-bundle" % pn)
     image = d.getVar('DIDYMOS_BUNDLE_IMAGE')
     if d.getVar('DIDYMOS_BUNDLE_OCI'):
         # The container image is the input; no image recipe is built for it.
-        return
-    if image:
+        pass
+    elif image:
         d.appendVarFlag('do_didymos_bundle', 'depends', ' %s:do_image_complete' % image)
     elif not d.getVar('DIDYMOS_BUNDLE_ROOTFS'):
-        bb.error("%s inherits didymos-bundle but sets neither DIDYMOS_BUNDLE_IMAGE "
-                 "(the image recipe providing the root filesystem) nor DIDYMOS_BUNDLE_ROOTFS"
-                 % d.getVar('PN'))
+        bb.fatal("%s inherits didymos-bundle but sets neither DIDYMOS_BUNDLE_IMAGE "
+                 "(the image recipe providing the root filesystem) nor DIDYMOS_BUNDLE_ROOTFS" % pn)
+    bb.build.addtask('do_didymos_bundle', 'do_deploy', 'do_configure', d)
+    bb.build.addtask('do_deploy', 'do_build', 'do_didymos_bundle', d)
 }
 
 def didymos_bundle_path(name, d):
@@ -235,15 +269,25 @@ fakeroot python do_didymos_bundle() {
         bb.fatal("didymos bundle create failed (exit status %d):\n%s" % (result.returncode, result.stdout))
 }
 do_didymos_bundle[doc] = "Creates the signed bundle from the image's root filesystem with didymos-native"
-do_didymos_bundle[dirs] = "${B}"
-do_didymos_bundle[cleandirs] = "${B}"
+do_didymos_bundle[dirs] = "${DIDYMOS_BUNDLE_DIR}"
+do_didymos_bundle[cleandirs] = "${DIDYMOS_BUNDLE_DIR}"
 do_didymos_bundle[depends] += "virtual/fakeroot-native:do_populate_sysroot didymos-native:do_populate_sysroot"
 do_didymos_bundle[vardeps] += "DIDYMOS_BUNDLE_ROOTFS DIDYMOS_BUNDLE_OUTPUT DIDYMOS_CERT_FILE DIDYMOS_KEY_FILE \
     DIDYMOS_INTERMEDIATE_FILES DIDYMOS_BUNDLE_COMPATIBLE DIDYMOS_BUNDLE_VERSION DIDYMOS_BUNDLE_DESCRIPTION \
     DIDYMOS_BUNDLE_BUILD DIDYMOS_BUNDLE_BASE DIDYMOS_BUNDLE_RAW DIDYMOS_BUNDLE_OCI DIDYMOS_BUNDLE_OCI_XATTRS DIDYMOS_BUNDLE_ARGS DIDYMOS_NATIVE_BINARY DIDYMOS_KEY_PASSPHRASE_FILE"
-do_didymos_bundle[file-checksums] += "${@' '.join('%s:False' % f for f in (d.getVar('DIDYMOS_CERT_FILE') + ' ' + d.getVar('DIDYMOS_INTERMEDIATE_FILES')).split())}"
-addtask didymos_bundle after do_configure before do_deploy
+# The certificates are part of the task's signature. Each entry is
+# "path:exists" with the truth at parse time: saying False for a file that
+# exists makes bitbake reparse the recipe on every command.
+do_didymos_bundle[file-checksums] += "${@' '.join('%s:%s' % (f, os.path.exists(f)) for f in (d.getVar('DIDYMOS_CERT_FILE') + ' ' + d.getVar('DIDYMOS_INTERMEDIATE_FILES')).split())}"
+# In an image recipe the bundle goes with the image's own files.
+do_didymos_bundle[postfuncs] += "${@'didymos_bundle_to_imgdeploydir' if d.getVar('DIDYMOS_BUNDLE_MODE') == 'image' else ''}"
+didymos_bundle_to_imgdeploydir() {
+    install -m 0644 ${DIDYMOS_BUNDLE_OUTPUT} ${IMGDEPLOYDIR}/${DIDYMOS_BUNDLE_NAME}.raucb
+    ln -sf ${DIDYMOS_BUNDLE_NAME}.raucb ${IMGDEPLOYDIR}/${DIDYMOS_BUNDLE_LINK_NAME}.raucb
+}
 
+# (The tasks are added in the anonymous function above: which ones depends on
+# the mode.)
 SSTATE_SKIP_CREATION:task-deploy = "1"
 
 do_deploy() {
@@ -251,4 +295,3 @@ do_deploy() {
     install -m 0644 ${DIDYMOS_BUNDLE_OUTPUT} ${DEPLOYDIR}/${DIDYMOS_BUNDLE_NAME}.raucb
     ln -sf ${DIDYMOS_BUNDLE_NAME}.raucb ${DEPLOYDIR}/${DIDYMOS_BUNDLE_LINK_NAME}.raucb
 }
-addtask deploy after do_didymos_bundle before do_build

@@ -3,6 +3,7 @@ DESCRIPTION = "Deploys the slot-selection script shipped with didymos for the \
 bootloader in DIDYMOS_BOOTLOADER, and for GRUB an initial environment block \
 in which slot A is good and B is empty, so wic can put both on the boot \
 partition."
+HOMEPAGE = "${DIDYMOS_HOMEPAGE}"
 SECTION = "bootloaders"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"

@@ -2,6 +2,7 @@ SUMMARY = "A minimal didymos device: core-image-minimal on a composefs A/B root"
 DESCRIPTION = "A small image with the didymos client, daemon and mark-good \
 service and its kernel in /boot (installed per slot as boot files), built \
 as a root filesystem tarball for bundles."
+HOMEPAGE = "${DIDYMOS_HOMEPAGE}"
 LICENSE = "MIT"
 
 IMAGE_INSTALL = "\

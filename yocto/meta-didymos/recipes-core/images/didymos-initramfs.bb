@@ -2,6 +2,7 @@ SUMMARY = "initramfs that boots the didymos slot the bootloader chose"
 DESCRIPTION = "initramfs-framework with udev and the didymos module, \
 didymos-setup-root and the device configuration and keyring it checks \
 the slot's image against."
+HOMEPAGE = "${DIDYMOS_HOMEPAGE}"
 LICENSE = "MIT"
 
 PACKAGE_INSTALL = "\

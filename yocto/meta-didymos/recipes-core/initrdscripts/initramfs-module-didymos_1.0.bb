@@ -1,6 +1,7 @@
 SUMMARY = "initramfs-framework module that mounts the booted didymos slot as root"
 DESCRIPTION = "Runs didymos-setup-root before the rootfs module: it verifies the \
 slot the bootloader chose and mounts its composefs image as the root filesystem."
+HOMEPAGE = "${DIDYMOS_HOMEPAGE}"
 SECTION = "admin"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"

@@ -2,6 +2,7 @@ SUMMARY = "didymos device configuration: system.conf and the bundle keyring"
 DESCRIPTION = "Installs /etc/didymos/system.conf and /etc/didymos/keyring.pem. \
 The files shipped here describe the example A/B layout and trust the \
 development certificate authority; a product replaces both from a bbappend."
+HOMEPAGE = "${DIDYMOS_HOMEPAGE}"
 SECTION = "admin"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"

@@ -1,12 +1,17 @@
 require didymos.inc
 
-# By default the recipe builds the didymos repository this layer lives in
-# (yocto/meta-didymos inside it), at the head of DIDYMOS_GIT_BRANCH. A product
-# build points DIDYMOS_GIT_URI at its own mirror and pins SRCREV; the crate
-# list in didymos-crates.inc must match that revision's Cargo.lock.
-DIDYMOS_GIT_URI ??= "git://${DIDYMOS_SRCTREE};protocol=file"
+# A release of didymos: the project's repository at a pinned revision, with
+# the crates of that revision's Cargo.lock (didymos-crates.inc). Move both
+# together with scripts/update-crates --rev <commit>, never by hand.
+#
+# A product builds from its own mirror with DIDYMOS_GIT_URI (and
+# DIDYMOS_GIT_BRANCH for the branch holding SRCREV), or from a local checkout
+# with EXTERNALSRC (docs/yocto.md, "Building from a local checkout").
+DIDYMOS_GIT_URI ??= "git://github.com/didymos-ota/didymos.git;protocol=https"
 DIDYMOS_GIT_BRANCH ??= "main"
 
-SRC_URI = "${DIDYMOS_GIT_URI};branch=${DIDYMOS_GIT_BRANCH};destsuffix=didymos"
 PV = "0.1.0+git"
-SRCREV ??= "${AUTOREV}"
+SRC_URI = "${DIDYMOS_GIT_URI};branch=${DIDYMOS_GIT_BRANCH};destsuffix=didymos"
+SRCREV = "b331e893493757152e583786d6dfac1bae07ce38"
+# After SRC_URI, which it adds to.
+require didymos-crates.inc

@@ -1,3 +1,3 @@
-# Kernel options the didymos boot path needs (with the didymos distro feature).
-FILESEXTRAPATHS:prepend:didymos := "${THISDIR}/files:"
-SRC_URI:append:didymos = " file://didymos.cfg"
+# Kernel options the didymos boot path needs (with the didymos-ab distro feature).
+FILESEXTRAPATHS:prepend:didymos-ab := "${THISDIR}/files:"
+SRC_URI:append:didymos-ab = " file://didymos.cfg"

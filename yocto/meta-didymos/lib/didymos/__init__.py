@@ -1,0 +1,1 @@
+"""Python helpers of meta-didymos (made importable by addpylib in layer.conf)."""
