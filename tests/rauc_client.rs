@@ -89,6 +89,7 @@ fn debian_rauc_reads_status_installs_and_marks() {
     let bus = Bus::session();
     let device = Device::new("rauc-compat = true");
     let pki = dbus_bundles::keys(&device);
+    dbus_bundles::populate(&device, &pki, false);
     let v2 = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.0", 5);
     let foreign = dbus_bundles::bundle(&device, &pki, "another-device", "2.0", 5);
     let mut service = Service::start(&bus, &device);
@@ -120,10 +121,16 @@ fn debian_rauc_reads_status_installs_and_marks() {
     assert_eq!(v["booted"], "A");
     assert_eq!(v["boot_primary"], "rootfs.0");
     assert_eq!(slots.len(), 2, "{v}");
+    // A holds the release it booted (0.1); B nothing yet.
+    let expected_status = |name: &str| if name == "rootfs.0" { "ok" } else { "empty" };
     for (name, slot) in &slots {
         assert_eq!(slot["device"], slot_dir_text(name), "{slot}");
         assert_eq!(slot["type"], "composefs", "{slot}");
-        assert_eq!(slot["slot_status"]["status"], "empty", "{slot}");
+        assert_eq!(
+            slot["slot_status"]["status"],
+            expected_status(name),
+            "{slot}"
+        );
     }
     let vars = status_shell(&bus);
     assert_eq!(shell_value(&vars, "RAUC_SLOTS"), "1 2");
@@ -139,7 +146,7 @@ fn debian_rauc_reads_status_installs_and_marks() {
         );
         assert_eq!(
             shell_value(&vars, &format!("RAUC_SLOT_STATUS_STATUS_{n}")),
-            "empty"
+            expected_status(&name)
         );
     }
     assert_eq!(rauc_property(&bus, "LastBundle"), "s \"\"");
@@ -171,7 +178,7 @@ fn debian_rauc_reads_status_installs_and_marks() {
     assert_eq!(b["bundle"]["version"], "2.0", "{b}");
     assert_eq!(b["bundle"]["compatible"], "didymos-test", "{b}");
     assert_eq!(b["installed"]["count"], 1, "{b}");
-    assert_eq!(slots["rootfs.0"]["slot_status"]["status"], "empty");
+    assert_eq!(slots["rootfs.0"]["slot_status"]["status"], "ok");
     let vars = status_shell(&bus);
     let n = shell_value(&vars, "RAUC_SYSTEM_SLOTS")
         .split(' ')
