@@ -196,7 +196,13 @@ pub fn install(
     // Store::damaged_objects); a damaged one is written again from the
     // bundle, replacing the bad file, or refused when the bundle lacks it.
     let reused: BTreeSet<Digest> = referenced.intersection(&present).copied().collect();
+    let check_started = std::time::Instant::now();
     let damaged = store.damaged_objects(&reused);
+    log::info!(
+        "checked the {} objects the store already has in {:.2?}",
+        reused.len(),
+        check_started.elapsed()
+    );
     let needed: BTreeSet<Digest> = referenced
         .iter()
         .filter(|d| !present.contains(d) || damaged.contains(d))
