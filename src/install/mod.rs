@@ -360,6 +360,9 @@ pub fn gc(config: &SystemConfig) -> Result<GcReport, InstallError> {
     recover_locked(config, bootloader.as_ref())?;
     let store = Store::open_for_writing(&config.store.path, config.store.verity)?;
     store.clean_tmp()?;
+    // Partly received objects are kept for a resumed install; gc is the
+    // explicit "remove what no slot needs", so they go too.
+    store.clean_partials(None)?;
     gc_locked(config, &store)
 }
 
