@@ -133,8 +133,7 @@ e2e_rootfs_base() {
   # starts by D-Bus activation.
   local unit target
   for unit in didymos-mark-good.service:multi-user.target e2e-agent.service:multi-user.target \
-    e2e-mounts.service:local-fs.target systemd-networkd.service:multi-user.target \
-    systemd-networkd.socket:sockets.target; do
+    e2e-mounts.service:local-fs.target; do
     target=${unit#*:} unit=${unit%%:*}
     mkdir -p "$dir/etc/systemd/system/$target.wants"
     ln -sf "/usr/lib/systemd/system/$unit" "$dir/etc/systemd/system/$target.wants/$unit"
