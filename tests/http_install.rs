@@ -3,6 +3,8 @@
 //! by the kernel (netem, a link taken down, the server killed) and by the
 //! device (SIGKILL, a power cut), and servers that answer wrongly.
 
+#[path = "common/bundle.rs"]
+mod common_bundle;
 #[path = "common/device.rs"]
 mod device;
 #[path = "common/hostile.rs"]
@@ -190,16 +192,10 @@ fn full_and_delta_installs_fetch_only_what_the_device_lacks() {
 /// `tmp/partial/` first), about 20 MiB, all incompressible.
 fn big_bundle(d: &Device, version: u32) -> PathBuf {
     let root = d.path(&format!("big-{version}"));
-    let mut x: u64 = 0x9e37_79b9 ^ u64::from(version);
-    let mut noise = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+    let mut seed = u64::from(version) << 32;
+    let mut noise = |n: usize| {
+        seed += 1;
+        common_bundle::pseudo_random(n, seed)
     };
     std::fs::create_dir_all(root.join("usr/lib")).unwrap();
     std::fs::create_dir_all(root.join("boot")).unwrap();
