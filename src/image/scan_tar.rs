@@ -131,13 +131,6 @@ fn scan_tar_reader(
                     FileData::Temp(f) => f.metadata().map_err(|e| err(&e))?.len(),
                     FileData::Path(_) => unreachable!("tar members are never paths"),
                 };
-                // The tar reader stops at the end of the archive without an
-                // error; a member cut short is one.
-                if actual != size {
-                    return Err(err(&format!(
-                        "the archive ends {actual} bytes into this {size}-byte member (truncated?)"
-                    )));
-                }
                 match data {
                     FileData::Bytes(b) if actual <= super::INLINE_MAX => {
                         tree.regular(st, actual, || Ok(b), || unreachable!(), sink)?
@@ -343,7 +336,26 @@ fn parse_pax_time(s: &str) -> Option<(i64, u32)> {
     }
 }
 
+/// Reads a member of `size` bytes, in memory or spooled to a temporary file.
+/// The tar reader stops at the end of the archive without an error; a
+/// member cut short is one here.
 fn read_member(entry: &mut dyn Read, size: u64) -> io::Result<FileData> {
+    let data = read_member_data(entry, size)?;
+    let actual = match &data {
+        FileData::Bytes(b) => b.len() as u64,
+        FileData::Temp(f) => f.metadata()?.len(),
+        FileData::Path(_) => unreachable!("tar members are never paths"),
+    };
+    if actual != size {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the archive ends {actual} bytes into this {size}-byte member (truncated?)"),
+        ));
+    }
+    Ok(data)
+}
+
+fn read_member_data(entry: &mut dyn Read, size: u64) -> io::Result<FileData> {
     if size <= IN_MEMORY_MAX {
         let mut buf = Vec::with_capacity(size as usize);
         entry.read_to_end(&mut buf)?;
