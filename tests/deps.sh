@@ -4,8 +4,8 @@
 set -euo pipefail
 
 packages=(
-  # build
-  pkg-config libssl-dev openssl tar
+  # build (g++: libfuzzer-sys compiles libFuzzer for the fuzz targets)
+  pkg-config libssl-dev openssl tar g++
   # tier 1: real peers
   dbus-daemon dbus-bin libglib2.0-bin grub-common libubootenv-tool fsverity nginx
   # tier 2: network faults for the HTTP installs (namespaces, loss, rate)

@@ -26,6 +26,8 @@ pub enum UbootEnvError {
     SizeMismatch(u64, u64),
     #[error("copy is {actual} bytes, expected {expected}")]
     Length { expected: usize, actual: usize },
+    #[error("copy is {size} bytes, too small for its {header}-byte header")]
+    TooSmall { size: usize, header: usize },
     #[error("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     Crc { stored: u32, computed: u32 },
     #[error("data is not terminated by an empty entry")]
@@ -151,6 +153,9 @@ pub fn decode(bytes: &[u8], size: usize, redundant: bool) -> Result<EnvCopy, Ubo
         });
     }
     let header = header_len(redundant);
+    if size < header {
+        return Err(UbootEnvError::TooSmall { size, header });
+    }
     let stored = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let data = &bytes[header..];
     let mut crc = flate2::Crc::new();
@@ -313,6 +318,16 @@ mod tests {
         for (bytes, want) in cases {
             let err = decode(bytes, 32, false).unwrap_err().to_string();
             assert!(err.contains(want), "{want:?} not in {err:?}");
+        }
+        // Found by fuzzing: a copy shorter than its header indexed past its end.
+        for (bytes, redundant) in [(&b""[..], false), (b"\x01\x02\x03", false), (b"abcd", true)] {
+            assert_eq!(
+                decode(bytes, bytes.len(), redundant),
+                Err(UbootEnvError::TooSmall {
+                    size: bytes.len(),
+                    header: header_len(redundant)
+                })
+            );
         }
         assert!(matches!(
             encode(&vars(&[("x", &"y".repeat(40))]), 32, None),

@@ -330,13 +330,32 @@ fn parse_pax_time(s: &str) -> Option<(i64, u32)> {
     }
     let nsec: u32 = digits.parse().ok()?;
     if sec < 0 && nsec > 0 {
-        Some((sec - 1, 1_000_000_000 - nsec))
+        Some((sec.checked_sub(1)?, 1_000_000_000 - nsec))
     } else {
         Some((sec, nsec))
     }
 }
 
+/// Reads a member of `size` bytes, in memory or spooled to a temporary file.
+/// The tar reader stops at the end of the archive without an error; a
+/// member cut short is one here.
 pub(crate) fn read_member(entry: &mut dyn Read, size: u64) -> io::Result<FileData> {
+    let data = read_member_data(entry, size)?;
+    let actual = match &data {
+        FileData::Bytes(b) => b.len() as u64,
+        FileData::Temp(f) => f.metadata()?.len(),
+        FileData::Path(_) => unreachable!("tar members are never paths"),
+    };
+    if actual != size {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the archive ends {actual} bytes into this {size}-byte member (truncated?)"),
+        ));
+    }
+    Ok(data)
+}
+
+fn read_member_data(entry: &mut dyn Read, size: u64) -> io::Result<FileData> {
     if size <= IN_MEMORY_MAX {
         let mut buf = Vec::with_capacity(size as usize);
         entry.read_to_end(&mut buf)?;
@@ -366,9 +385,44 @@ mod tests {
             ("-1.5", Some((-2, 500_000_000))),
             ("x", None),
             ("1.x", None),
+            // Below the smallest time there is (it overflowed).
+            ("-9223372036854775808.5", None),
+            ("-9223372036854775808", Some((i64::MIN, 0))),
         ];
         for (s, want) in table {
             assert_eq!(parse_pax_time(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn a_member_cut_short_is_an_error() {
+        // Members larger than IN_MEMORY_MAX are spooled; one that claims to
+        // be and is cut short within the inline size used to hit an
+        // `unreachable!`. Every truncated member is refused.
+        for (claimed, present) in [(IN_MEMORY_MAX + 1, 10), (IN_MEMORY_MAX + 1, 100), (500, 10)] {
+            let mut header = tar::Header::new_ustar();
+            header.set_path("etc/big").unwrap();
+            header.set_size(claimed);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_cksum();
+            let mut archive = header.as_bytes().to_vec();
+            archive.extend(std::iter::repeat_n(b'x', present));
+            let err = scan_tar_reader(
+                Box::new(io::Cursor::new(archive)),
+                Path::new("cut.tar"),
+                &mut |_, _, _| Ok(()),
+            )
+            .err()
+            .expect("a truncated archive is refused");
+            assert!(
+                err.to_string().contains(&format!(
+                    "member etc/big: the archive ends {present} bytes into this {claimed}-byte member"
+                )),
+                "{err}"
+            );
         }
     }
 

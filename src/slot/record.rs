@@ -80,12 +80,17 @@ impl RawRecord {
     /// Reads `slots/<slot>/raw.toml` under `store_root`.
     pub fn load(store_root: &Path, slot: &SlotName) -> Result<Self, RecordError> {
         let (path, text) = read_record_file(store_root, slot, RAW_RECORD_FILE)?;
-        let record: RawRecord = toml::from_str(&text).map_err(|e| RecordError::Parse {
-            path: path.clone(),
-            message: e.message().to_owned(),
-        })?;
+        let record = Self::parse(&text, &path)?;
         check_slot(&record.slot, slot, path)?;
         Ok(record)
+    }
+
+    /// Parses the text of a `raw.toml`; `path` names it in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, RecordError> {
+        toml::from_str(text).map_err(|e| RecordError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
     }
 
     /// Writes the record atomically.

@@ -1,0 +1,116 @@
+//! Tier 0: every committed fuzz corpus file, run through its fuzz target.
+//!
+//! The targets (`fuzz/targets/mod.rs`) are the bodies of the libFuzzer
+//! binaries that `fuzz/run` builds; here they run without instrumentation
+//! on the seeds and on every input that once made a target fail (the
+//! `crash-*` files), so a fixed bug stays fixed in a plain `cargo test`.
+
+#[path = "../fuzz/targets/mod.rs"]
+mod targets;
+
+use std::path::{Path, PathBuf};
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target)
+}
+
+#[test]
+fn every_corpus_file_passes_its_target() {
+    let mut failed = Vec::new();
+    for (name, target) in targets::TARGETS {
+        let dir = corpus_dir(name);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e} (every target has seeds)", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "{}: no seeds", dir.display());
+        for file in files {
+            let data = std::fs::read(&file).unwrap();
+            if std::panic::catch_unwind(|| target(&data)).is_err() {
+                failed.push(file.display().to_string());
+            }
+        }
+    }
+    assert!(failed.is_empty(), "failing corpus files: {failed:#?}");
+}
+
+#[test]
+fn every_target_has_a_binary_and_seeds() {
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/Cargo.toml"))
+            .unwrap();
+    for (name, _) in targets::TARGETS {
+        assert!(
+            manifest.contains(&format!("name = \"{name}\"")),
+            "fuzz/Cargo.toml has no binary {name}"
+        );
+        let bin =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fuzz/fuzz_targets/{name}.rs"));
+        let text = std::fs::read_to_string(&bin).unwrap();
+        assert!(
+            text.contains(&format!("didymos_fuzz::{name}(")),
+            "{}",
+            bin.display()
+        );
+    }
+}
+
+/// Writes the `dbus_wire` seeds: `InstallBundle` arguments, and the
+/// `GetSlotStatus` and `InspectBundle` replies for a device and a bundle
+/// (run by `fuzz/seed`, which names them in the environment).
+#[test]
+#[ignore = "makes seeds; run by fuzz/seed"]
+fn write_dbus_wire_seeds() {
+    use didymos::service::wire::{self, Dict};
+    use zbus::zvariant::{LE, serialized::Context, to_bytes};
+
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+    let out = PathBuf::from(var("DIDYMOS_FUZZ_SEEDS"));
+    std::fs::create_dir_all(&out).unwrap();
+    let write = |name: &str, dict: &Dict| {
+        let data = to_bytes(Context::new_dbus(LE, 0), dict).unwrap();
+        std::fs::write(out.join(name), data.bytes()).unwrap();
+    };
+
+    let install = [
+        ("ignore-compatible", wire::owned(true).unwrap()),
+        ("transaction-id", wire::owned("update-2025-01").unwrap()),
+        (
+            "require-manifest-hash",
+            wire::owned("ab".repeat(32)).unwrap(),
+        ),
+    ];
+    write(
+        "install-options",
+        &install
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    );
+
+    let config =
+        didymos::config::SystemConfig::load(Path::new(&var("DIDYMOS_FUZZ_DEVICE"))).unwrap();
+    let status = didymos::status::collect(&config).unwrap();
+    for slot in &status.slots {
+        let (name, dict) = wire::slot_status(slot).unwrap();
+        write(&format!("slot-status-{name}"), &dict);
+    }
+
+    let keyring = didymos::keyring::Keyring::load(&config.keyring).unwrap();
+    let path = PathBuf::from(var("DIDYMOS_FUZZ_BUNDLE"));
+    let bundle = didymos::bundle::Bundle::open(&path)
+        .unwrap()
+        .verify(&keyring)
+        .unwrap();
+    let info = didymos::service::BundleInfo {
+        manifest: bundle.manifest().clone(),
+        manifest_text: String::from_utf8(bundle.manifest_bytes().to_vec()).unwrap(),
+        manifest_hash: bundle.manifest_hash(),
+        signer: bundle.signer().clone(),
+        size: std::fs::metadata(&path).unwrap().len(),
+    };
+    write("bundle-info", &wire::bundle_info(&info).unwrap());
+}
