@@ -111,6 +111,7 @@ fn write_dbus_wire_seeds() {
         manifest_hash: bundle.manifest_hash(),
         signer: bundle.signer().clone(),
         size: std::fs::metadata(&path).unwrap().len(),
+        for_device: Some(didymos::install::size_for_device(&config, &bundle).unwrap()),
     };
     write("bundle-info", &wire::bundle_info(&info).unwrap());
 }
