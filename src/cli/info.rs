@@ -88,9 +88,34 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    // The index (checked against the manifest's hash) says how objects are
+    // stored; a bundle whose index does not read shows none of it.
+    let payload = Bundle::open(&args.bundle)
+        .and_then(Bundle::into_base)
+        .ok()
+        .filter(|b| b.manifest() == &manifest)
+        .map(|b| Payload::of(&b));
     match args.output_format {
-        Format::Readable => print!("{}", readable(&args.bundle, &manifest, file_size, &verdict)),
-        Format::Json => println!("{}", json(&args.bundle, &manifest, file_size, &verdict)),
+        Format::Readable => print!(
+            "{}",
+            readable(
+                &args.bundle,
+                &manifest,
+                file_size,
+                &verdict,
+                payload.as_ref()
+            )
+        ),
+        Format::Json => println!(
+            "{}",
+            json(
+                &args.bundle,
+                &manifest,
+                file_size,
+                &verdict,
+                payload.as_ref()
+            )
+        ),
     }
     Ok(match verdict {
         Verdict::Failed(_) => ExitCode::FAILURE,
@@ -98,7 +123,42 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn readable(path: &std::path::Path, m: &Manifest, file_size: u64, verdict: &Verdict) -> String {
+/// How the objects are stored, from the index.
+struct Payload {
+    container: u32,
+    dictionary: u64,
+    dictionary_objects: u64,
+    /// (object, source, size, stored size) of each delta.
+    deltas: Vec<(didymos::Digest, didymos::Digest, u64, u64)>,
+}
+
+impl Payload {
+    fn of(b: &didymos::bundle::BaseBundle) -> Self {
+        use didymos::bundle::Encoding;
+        Payload {
+            container: b.container_version(),
+            dictionary: b.dictionary_len(),
+            dictionary_objects: b
+                .index()
+                .iter()
+                .filter(|e| e.encoding == Encoding::ZstdDict)
+                .count() as u64,
+            deltas: b
+                .index()
+                .iter()
+                .filter_map(|e| e.source.map(|s| (e.digest, s, e.size, e.stored_size)))
+                .collect(),
+        }
+    }
+}
+
+fn readable(
+    path: &std::path::Path,
+    m: &Manifest,
+    file_size: u64,
+    verdict: &Verdict,
+    payload: Option<&Payload>,
+) -> String {
     let mut s = String::new();
     let mut line = |k: &str, v: String| s.push_str(&format!("{k:<14}{v}\n"));
     line("Bundle:", path.display().to_string());
@@ -153,6 +213,44 @@ fn readable(path: &std::path::Path, m: &Manifest, file_size: u64, verdict: &Verd
             line("Base image:", format!("{}{v}", b.image));
         }
     }
+    if let Some(p) = payload {
+        line("Container:", format!("version {}", p.container));
+        if p.dictionary > 0 {
+            line(
+                "Dictionary:",
+                format!(
+                    "{} bytes, used by {} small objects",
+                    p.dictionary, p.dictionary_objects
+                ),
+            );
+        }
+        if !p.deltas.is_empty() {
+            let size: u64 = p.deltas.iter().map(|d| d.2).sum();
+            let stored: u64 = p.deltas.iter().map(|d| d.3).sum();
+            let sources: std::collections::BTreeSet<_> = p.deltas.iter().map(|d| d.1).collect();
+            line(
+                "Deltas:",
+                format!(
+                    "{} objects ({size} bytes) stored as {stored} bytes of deltas, {} bytes saved",
+                    p.deltas.len(),
+                    size.saturating_sub(stored)
+                ),
+            );
+            line(
+                "Delta sources:",
+                format!(
+                    "{} objects the device must hold (from the base images)",
+                    sources.len()
+                ),
+            );
+            for (d, s, _, _) in p.deltas.iter().take(3) {
+                line("", format!("{d} from {s}"));
+            }
+            if p.deltas.len() > 3 {
+                line("", format!("… and {} more", p.deltas.len() - 3));
+            }
+        }
+    }
     for r in &m.raw {
         line(
             "Raw image:",
@@ -177,7 +275,13 @@ fn readable(path: &std::path::Path, m: &Manifest, file_size: u64, verdict: &Verd
     s
 }
 
-fn json(path: &std::path::Path, m: &Manifest, file_size: u64, verdict: &Verdict) -> String {
+fn json(
+    path: &std::path::Path,
+    m: &Manifest,
+    file_size: u64,
+    verdict: &Verdict,
+    payload: Option<&Payload>,
+) -> String {
     let (verified, signer, error) = match verdict {
         Verdict::Skipped => (
             serde_json::Value::Null,
@@ -196,6 +300,11 @@ fn json(path: &std::path::Path, m: &Manifest, file_size: u64, verdict: &Verdict)
         "size": file_size,
         "manifest": m,
         "delta": m.is_delta(),
+        "container": payload.map(|p| p.container),
+        "dictionary": payload.map(|p| serde_json::json!({"size": p.dictionary, "objects": p.dictionary_objects})),
+        "object-deltas": payload.map(|p| p.deltas.iter().map(|(d, s, size, stored)| serde_json::json!({
+            "object": d.to_hex(), "source": s.to_hex(), "size": size, "stored-size": stored,
+        })).collect::<Vec<_>>()),
         "verified": verified,
         "signer": signer,
         "error": error,
