@@ -134,6 +134,17 @@ pub fn segments(size: u64) -> u64 {
     size.div_ceil(SEGMENT)
 }
 
+/// Makes `buf` `n` bytes long. A buffer too small is freed before the new
+/// one is allocated, and exactly `n` bytes are reserved: growing in place
+/// (or amortized) would hold more than the bound for a moment.
+fn sized(buf: &mut Vec<u8>, n: usize) {
+    if buf.capacity() < n {
+        *buf = Vec::new();
+        buf.reserve_exact(n);
+    }
+    buf.resize(n, 0);
+}
+
 /// Reads a source window into `buf` (resized, never beyond [`MAX_WINDOW`]).
 fn read_window(
     source: &dyn SourceObject,
@@ -142,7 +153,7 @@ fn read_window(
     buf: &mut Vec<u8>,
 ) -> io::Result<()> {
     let (start, end) = window(k, source_len);
-    buf.resize((end - start) as usize, 0);
+    sized(buf, (end - start) as usize);
     source.read_exact_at(buf, start)
 }
 
@@ -192,12 +203,12 @@ pub fn decode(
                 "segment {k} claims a {frame_len}-byte frame ({left} bytes left, at most {MAX_FRAME})"
             )));
         }
-        frame.resize(frame_len as usize, 0);
+        sized(&mut frame, frame_len as usize);
         stored.read_exact(&mut frame).map_err(read_err)?;
         left -= frame_len;
         read_window(source, k, source_len, &mut window_buf).map_err(source_err)?;
+        sized(&mut out, seg_len);
         out.clear();
-        out.reserve_exact(seg_len);
         let mut dctx = DCtx::create();
         dctx.ref_prefix(&window_buf[..])
             .map_err(|c| corrupt(zstd_safe::get_error_name(c).to_owned()))?;

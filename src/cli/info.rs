@@ -237,7 +237,7 @@ fn readable(
                 ),
             );
             line(
-                "Delta sources:",
+                "Sources:",
                 format!(
                     "{} objects the device must hold (from the base images)",
                     sources.len()
