@@ -66,6 +66,25 @@ impl Bundle {
         Self::from_source(Arc::new(source))
     }
 
+    /// Opens the bundle at an `http://` or `https://` URL, with `[streaming]`'s
+    /// settings: only the head is fetched now, and later only what is read.
+    pub fn open_url(
+        url: &str,
+        streaming: &crate::config::StreamingSection,
+    ) -> Result<Bundle, BundleError> {
+        let source =
+            crate::net::HttpSource::open(url, streaming).map_err(|e| BundleError::Read {
+                region: Region::Header,
+                source: e.into(),
+            })?;
+        Self::from_source(Arc::new(source))
+    }
+
+    /// Where the bundle comes from, for messages: its path or URL.
+    pub fn describe(&self) -> String {
+        super::describe(&self.path, &*self.source)
+    }
+
     /// Opens a bundle from any random-access source.
     pub fn from_source(source: Arc<dyn ReadAt>) -> Result<Bundle, BundleError> {
         let size = source.size();
@@ -128,7 +147,7 @@ impl Bundle {
             .map_err(BundleError::from_cms)?;
         log::info!(
             "{}: signature by {} verified",
-            super::describe(&self.path),
+            super::describe(&self.path, &*self.source),
             signer.subject
         );
         let manifest = Manifest::parse(&self.manifest_bytes).map_err(BundleError::Manifest)?;
@@ -399,24 +418,35 @@ impl VerifiedBundle {
         sources: &dyn Sources,
         out: &mut dyn Write,
     ) -> Result<(), BundleError> {
+        self.copy_object_from(entry, &*self.bundle.source, entry.offset, sources, out)
+    }
+
+    /// Like [`Self::copy_object_with`], with the entry's stored bytes read
+    /// from `source` at `at` instead of from the bundle: a copy of them
+    /// received earlier (an object a remote install spooled to disk). They
+    /// are checked exactly as bytes read from the bundle are.
+    pub fn copy_object_from(
+        &self,
+        entry: &IndexEntry,
+        source: &dyn ReadAt,
+        at: u64,
+        sources: &dyn Sources,
+        out: &mut dyn Write,
+    ) -> Result<(), BundleError> {
         // Only entries of this bundle's checked index are read.
         let entry = match self.entry(&entry.digest) {
             Some(e) if e == entry => e,
             _ => return Err(BundleError::NotInIndex(entry.digest)),
         };
-        decode_object(
-            &*self.bundle.source,
-            entry,
-            self.dictionary.as_ref(),
-            sources,
-            out,
-        )
+        decode_object(source, at, entry, self.dictionary.as_ref(), sources, out)
     }
 }
 
-/// Decodes one entry of a checked index (see [`VerifiedBundle::copy_object_with`]).
+/// Decodes one entry of a checked index whose stored bytes are at `at` in
+/// `source` (see [`VerifiedBundle::copy_object_from`]).
 fn decode_object(
     source: &dyn ReadAt,
+    at: u64,
     entry: &IndexEntry,
     dictionary: Option<&zstd::dict::DecoderDictionary<'static>>,
     sources: &dyn Sources,
@@ -444,11 +474,12 @@ fn decode_object(
         match entry.encoding {
             Encoding::Raw => {
                 let mut buf = vec![0u8; CHUNK.min(entry.size.max(1) as usize).max(4096)];
+                let start = at;
                 let mut at = 0u64;
                 while at < entry.stored_size {
                     let n = (entry.stored_size - at).min(buf.len() as u64) as usize;
                     source
-                        .read_exact_at(&mut buf[..n], entry.offset + at)
+                        .read_exact_at(&mut buf[..n], start + at)
                         .map_err(|source| BundleError::Read {
                             region: Region::Object(digest),
                             source,
@@ -460,7 +491,7 @@ fn decode_object(
             Encoding::Zstd | Encoding::ZstdDict => {
                 let reader = std::io::BufReader::with_capacity(
                     (entry.stored_size as usize).clamp(4096, 128 * 1024),
-                    RangeReader::new(source, entry.offset, entry.stored_size),
+                    RangeReader::new(source, at, entry.stored_size),
                 );
                 let dec = match (entry.encoding, dictionary) {
                     (Encoding::Zstd, _) => zstd::stream::read::Decoder::with_buffer(reader),
@@ -499,7 +530,7 @@ fn decode_object(
                 )?;
                 let mut reader = std::io::BufReader::with_capacity(
                     (entry.stored_size as usize).clamp(4096, CHUNK),
-                    RangeReader::new(source, entry.offset, entry.stored_size),
+                    RangeReader::new(source, at, entry.stored_size),
                 );
                 super::delta::decode(
                     &digest,
@@ -614,6 +645,7 @@ impl BaseBundle {
     ) -> Result<(), BundleError> {
         decode_object(
             &*self.bundle.source,
+            entry.offset,
             entry,
             self.dictionary.as_ref(),
             sources,
