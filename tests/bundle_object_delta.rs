@@ -523,7 +523,7 @@ fn as_version_1(dev: &Device, v2: &Path, out: &Path) {
         &dev.pki.signing_cert,
         &dev.pki.signing_key,
         None,
-        &[dev.pki.intermediate_cert.clone()],
+        std::slice::from_ref(&dev.pki.intermediate_cert),
     )
     .unwrap();
     let sig = signer.sign(text.as_bytes()).unwrap();
