@@ -43,6 +43,7 @@ measure() {
     cat "$work/err" >&2
     exit 1
   }
+  local secs user sys rss
   read -r secs user sys rss <"$work/time"
   echo "$secs $(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", u + s }') $rss"
 }
@@ -57,6 +58,7 @@ size() { stat -c %s "$1"; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1e6 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 row() { # label, file, "wall cpu rss"
+  local w c r
   read -r w c r <<<"$3"
   printf '| %s | %s MB | %s s | %s s | %s MiB |\n' "$1" "$(mb "$(size "$2")")" "$w" "$c" "$((r / 1024))"
 }
@@ -112,7 +114,7 @@ pair() { # name, old.tar, new.tar
     "$didymos" --conf "$dev/system.conf" install --direct "$w/old.raucb" >/dev/null
     printf 'didymos.slot=B\n' >"$dev/cmdline"
     sync
-    local t written
+    local t written tw tc tr
     t=$(measure "$didymos" --conf "$dev/system.conf" install --direct "$w/$kind.raucb")
     written=$(sed -n 's/.*objects written (\([0-9]*\) bytes).*/\1/p' "$work/out")
     read -r tw tc tr <<<"$t"

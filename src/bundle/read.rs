@@ -44,6 +44,37 @@ fn read_span(source: &dyn ReadAt, span: Span, region: Region) -> Result<Vec<u8>,
     Ok(buf)
 }
 
+/// The image region's bytes: as they are in container version 1; in version
+/// 2 one zstd frame, decoded into at most `size` bytes (the manifest's
+/// `image.size`, itself bounded by the image limit), which it must fill.
+fn read_image_region(
+    source: &dyn ReadAt,
+    header: &Header,
+    size: u64,
+) -> Result<Vec<u8>, BundleError> {
+    let stored = read_span(source, header.image, Region::Image)?;
+    if header.version == format::FORMAT_VERSION_1 {
+        return Ok(stored);
+    }
+    if size > format::MAX_IMAGE_SIZE {
+        return Err(BundleError::TooLarge {
+            region: Region::Image,
+            len: size,
+            limit: format::MAX_IMAGE_SIZE,
+        });
+    }
+    let image = zstd::bulk::Decompressor::new()
+        .and_then(|mut d| d.decompress(&stored, size as usize))
+        .map_err(|e| BundleError::ImageInvalid(format!("cannot decode the image region: {e}")))?;
+    if image.len() as u64 != size {
+        return Err(BundleError::ImageInvalid(format!(
+            "the image region decodes to {} bytes, the manifest says {size}",
+            image.len()
+        )));
+    }
+    Ok(image)
+}
+
 impl Bundle {
     /// Opens the bundle at `path`, reading the header, manifest and signature.
     pub fn open(path: &Path) -> Result<Bundle, BundleError> {
@@ -129,8 +160,9 @@ impl Bundle {
     /// manifest. For the build host (a `--base` bundle is the builder's own
     /// earlier output); devices use [`VerifiedBundle::read_image`].
     pub fn read_image_unverified(&self) -> Result<Vec<u8>, BundleError> {
-        let expected = self.manifest_unverified()?.image.digest;
-        let image = read_span(&*self.source, self.header.image, Region::Image)?;
+        let m = self.manifest_unverified()?;
+        let expected = m.image.digest;
+        let image = read_image_region(&*self.source, &self.header, m.image.size)?;
         let actual = crate::image::digest_bytes(&image);
         if actual != expected {
             return Err(BundleError::ImageDigestMismatch { expected, actual });
@@ -172,7 +204,16 @@ impl Bundle {
             ("objects.count", m.objects.count, count),
             ("objects.size", m.objects.size, size),
             ("objects.stored-size", m.objects.stored_size, stored),
-            ("image.size", m.image.size, self.header.image.len),
+            (
+                "image.size",
+                m.image.size,
+                if self.header.version == format::FORMAT_VERSION_1 {
+                    self.header.image.len
+                } else {
+                    // Compressed: the decoded length is checked as it is read.
+                    m.image.size.min(format::MAX_IMAGE_SIZE)
+                },
+            ),
         ];
         for (what, expected, actual) in checks {
             if expected != actual {
@@ -360,10 +401,10 @@ impl VerifiedBundle {
 
     /// Reads the composefs image and checks it against the manifest's digest.
     pub fn read_image(&self) -> Result<Vec<u8>, BundleError> {
-        let image = read_span(
+        let image = read_image_region(
             &*self.bundle.source,
-            self.bundle.header.image,
-            Region::Image,
+            &self.bundle.header,
+            self.manifest().image.size,
         )?;
         let actual = crate::image::digest_bytes(&image);
         let expected = self.manifest().image.digest;

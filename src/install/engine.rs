@@ -253,12 +253,16 @@ pub fn install(
             lacking[0]
         )));
     }
-    let to_write: Vec<_> = bundle
+    let mut to_write: Vec<_> = bundle
         .index()
         .iter()
         .filter(|e| needed.contains(&e.digest))
         .cloned()
         .collect();
+    // In the order they lie in the bundle (container version 2 does not keep
+    // them in digest order): sequential reads, and over HTTP the order the
+    // prefetcher fetches them in.
+    to_write.sort_by_key(|e| e.offset);
     check_delta_sources(&store, &present, &to_write)?;
     let raw_plan = super::raw::plan(config, target, &bundle)?;
     let boot_plan = super::boot_files::plan(target, &image)?;
