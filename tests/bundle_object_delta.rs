@@ -566,3 +566,62 @@ fn version_1_bundles_stay_readable_and_installable() {
     dev.install(&old).unwrap();
     dev.fsck_clean();
 }
+
+#[test]
+fn full_bundles_carry_a_dictionary_and_stay_reproducible() {
+    let dev = Device::new();
+    let root = dev.path("many");
+    for i in 0..300u64 {
+        let text = format!(
+            "Package: lib{i}\nVersion: 1.{i}\nDepends: libc6 (>= 2.36)\nDescription: a library\n{}",
+            "Copyright: the authors, under the terms of the GNU General Public License.\n"
+                .repeat(3 + (i % 5) as usize)
+        );
+        write(
+            &root,
+            &format!("var/lib/dpkg/info/lib{i}.list"),
+            text.as_bytes(),
+        );
+    }
+    write(&root, "boot/vmlinuz", &binary_like(100_000, 1));
+    write(&root, "boot/initrd.img", &binary_like(100_000, 2));
+    let make = |name: &str, threads: usize, dictionary: bool| {
+        let out = dev.path(name);
+        let mut o = options(&dev, &root, &out, "1.0");
+        o.threads = threads;
+        o.dictionary = dictionary;
+        o.created = Some(1_700_000_000);
+        create::create(&o).unwrap();
+        out
+    };
+    let (a, b, plain) = (
+        make("a.raucb", 2, true),
+        make("b.raucb", 1, true),
+        make("p.raucb", 2, false),
+    );
+    let v = open(&dev, &a);
+    let dict = v
+        .index()
+        .iter()
+        .filter(|e| e.encoding == Encoding::ZstdDict)
+        .count();
+    assert!(v.has_dictionary());
+    assert!(dict >= 300, "{dict} objects use the dictionary");
+    v.verify_payload(&|_, _| {}).unwrap();
+    let size = |p: &Path| fs::metadata(p).unwrap().len();
+    assert!(
+        size(&a) < size(&plain),
+        "{} against {}",
+        size(&a),
+        size(&plain)
+    );
+    // The same bytes whatever the threads did (the signature aside).
+    let h = *Bundle::open(&a).unwrap().header();
+    let (ba, bb) = (fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    assert_eq!(
+        ba[h.objects.offset as usize..h.index.end() as usize],
+        bb[h.objects.offset as usize..h.index.end() as usize]
+    );
+    dev.install(&a).unwrap();
+    dev.fsck_clean();
+}

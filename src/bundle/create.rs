@@ -820,7 +820,7 @@ fn scan_and_encode(
                     if smp.offer(job)? {
                         return Ok(());
                     }
-                    let (dict, held) = sampler.take().expect("sampling").train(plan.level);
+                    let (dict, held) = sampler.take().expect("sampling").train(plan.level)?;
                     let _ = settings.set(new_settings(dict));
                     for j in held {
                         send(j)?;
@@ -843,12 +843,19 @@ fn scan_and_encode(
         // A scan that ended while sampling: train on what it found.
         let mut flushed = Ok(());
         if let Some(smp) = sampler.take() {
-            let (dict, held) = smp.train(plan.level);
-            let _ = settings.set(new_settings(dict));
-            for j in held {
-                if let Err(e) = send(j) {
+            match smp.train(plan.level) {
+                Ok((dict, held)) => {
+                    let _ = settings.set(new_settings(dict));
+                    for j in held {
+                        if let Err(e) = send(j) {
+                            flushed = Err(CreateError::from(e));
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = settings.set(new_settings(None));
                     flushed = Err(CreateError::from(e));
-                    break;
                 }
             }
         }

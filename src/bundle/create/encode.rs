@@ -14,8 +14,9 @@ use crate::bundle::Encoding;
 use crate::bundle::delta::{self, EncodeOptions, SourceObject};
 use crate::image::{ImageError, VerityHasher};
 
-/// Objects up to this size are compressed with the bundle's dictionary.
-pub const DICTIONARY_MAX_OBJECT: u64 = 64 * 1024;
+/// Objects up to this size are compressed with the bundle's dictionary (in
+/// memory, one call).
+pub const DICTIONARY_MAX_OBJECT: u64 = 1024 * 1024;
 
 /// A delta is kept when it saves at least an eighth of the usual encoding
 /// and at least this many bytes (reading a source costs the device a read).
