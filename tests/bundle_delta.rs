@@ -64,7 +64,7 @@ fn delta_carries_exactly_what_the_base_lacks() {
 
     // A base given as a bare image works the same.
     let ex = fx.path("v1x");
-    didymos::bundle::extract::extract(&b1v, &ex).unwrap();
+    didymos::bundle::extract::extract(&b1v, &ex, None).unwrap();
     let mut o2 = o.clone();
     o2.output = fx.path("v2-delta-img.raucb");
     o2.bases = vec![ex.join("image.cfs")];
@@ -167,10 +167,16 @@ fn resign_keeps_the_payload() {
         old_b[ho.manifest.offset as usize..ho.manifest.end() as usize],
         new_b[hn.manifest.offset as usize..hn.manifest.end() as usize]
     );
-    assert_eq!(
-        old_b[ho.index.offset as usize..],
-        new_b[hn.index.offset as usize..]
-    );
+    for (o, n) in [
+        (ho.index, hn.index),
+        (ho.image, hn.image),
+        (ho.objects, hn.objects),
+    ] {
+        assert_eq!(
+            old_b[o.offset as usize..o.end() as usize],
+            new_b[n.offset as usize..n.end() as usize]
+        );
+    }
     // The input must verify against the given keyring first.
     didymos_cmd()
         .args(["bundle", "resign", "--keyring"])

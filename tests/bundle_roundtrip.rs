@@ -61,14 +61,15 @@ fn same_inputs_same_bytes() {
         .unwrap()
         .header()
         .to_owned();
-    // Manifest identical; payload (index, image, objects) identical.
+    // Manifest identical; payload (objects, image, index) identical.
     assert_eq!(
-        ba[ha.manifest.offset as usize..ha.manifest.end() as usize],
-        bb[hb.manifest.offset as usize..hb.manifest.end() as usize]
+        String::from_utf8_lossy(&ba[ha.manifest.offset as usize..ha.manifest.end() as usize]),
+        String::from_utf8_lossy(&bb[hb.manifest.offset as usize..hb.manifest.end() as usize])
     );
+    assert_eq!(ha.index, hb.index);
     assert_eq!(
-        ba[ha.index.offset as usize..],
-        bb[hb.index.offset as usize..]
+        ba[ha.objects.offset as usize..ha.index.end() as usize],
+        bb[hb.objects.offset as usize..hb.index.end() as usize]
     );
 }
 

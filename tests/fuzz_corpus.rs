@@ -58,6 +58,54 @@ fn every_target_has_a_binary_and_seeds() {
     }
 }
 
+/// Writes the `delta` seeds (see `fuzz/targets/mod.rs` for their layout):
+/// deltas `delta::encode` makes of a small text changed in a few places and
+/// of an object of two segments against a short source (run by
+/// `fuzz/seed`, which names the directory in the environment).
+#[test]
+#[ignore = "makes seeds; run by fuzz/seed"]
+fn write_delta_seeds() {
+    use didymos::bundle::delta::{self, EncodeOptions};
+    let out = PathBuf::from(std::env::var("DIDYMOS_FUZZ_SEEDS").expect("DIDYMOS_FUZZ_SEEDS"));
+    std::fs::create_dir_all(&out).unwrap();
+    let text: Vec<u8> = (0..400)
+        .flat_map(|i| format!("line {i} of a configuration file\n").into_bytes())
+        .collect();
+    let mut changed = text.clone();
+    changed[100..110].copy_from_slice(b"0123456789");
+    changed.extend_from_slice(b"one more line\n");
+    let pattern: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    let long: Vec<u8> = pattern
+        .iter()
+        .copied()
+        .cycle()
+        .take((delta::SEGMENT + 300_000) as usize)
+        .collect();
+    let options = EncodeOptions {
+        level: 3,
+        long_distance: false,
+    };
+    for (name, source, target) in [("text", &text, &changed), ("two-segments", &pattern, &long)] {
+        let mut patch = Vec::new();
+        delta::encode(
+            &mut &target[..],
+            target.len() as u64,
+            source,
+            options,
+            u64::MAX,
+            &mut patch,
+        )
+        .unwrap()
+        .unwrap();
+        let u24 = |n: usize| (n as u32).to_le_bytes()[..3].to_vec();
+        let mut seed = u24(target.len());
+        seed.extend(u24(source.len()));
+        seed.extend_from_slice(source);
+        seed.extend(patch);
+        std::fs::write(out.join(name), seed).unwrap();
+    }
+}
+
 /// Writes the `dbus_wire` seeds: `InstallBundle` arguments, and the
 /// `GetSlotStatus` and `InspectBundle` replies for a device and a bundle
 /// (run by `fuzz/seed`, which names them in the environment).

@@ -34,6 +34,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("manifest", manifest),
     ("cms", cms),
     ("bundle", bundle),
+    ("delta", delta),
     ("image", image),
     ("tar", tar),
     ("grubenv", grubenv),
@@ -107,7 +108,8 @@ pub fn bundle_header(data: &[u8]) {
 fn check_header(head: &[u8], file_size: u64, h: Header) {
     assert_eq!(h.file_size(), file_size);
     assert_eq!(&h.to_bytes()[..], &head[..format::HEADER_SIZE]);
-    let seq = Header::sequential(
+    let seq = Header::laid_out(
+        h.version,
         h.manifest.len,
         h.signature.len,
         h.index.len,
@@ -118,10 +120,11 @@ fn check_header(head: &[u8], file_size: u64, h: Header) {
 }
 
 /// `bundle::format::parse_index` and `IndexParser`. Input: the objects
-/// region (offset and length, 8 bytes each, little endian), then the index
-/// region.
+/// region (offset and length, 8 bytes each, little endian), the container
+/// version (one byte: 1 is version 1, anything else version 2), then the
+/// index region.
 pub fn bundle_index(data: &[u8]) {
-    if data.len() < 16 {
+    if data.len() < 17 {
         return;
     }
     let objects = Span {
@@ -132,45 +135,71 @@ pub fn bundle_index(data: &[u8]) {
     if objects.offset.checked_add(objects.len).is_none() {
         return;
     }
-    let index = &data[16..];
-    let whole = format::parse_index(index, objects);
-    if let Ok(entries) = &whole {
-        check_index(entries, objects);
-        assert_eq!(format::index_to_bytes(entries, objects.offset), index);
+    let version = if data[16] == 1 {
+        format::FORMAT_VERSION_1
+    } else {
+        format::FORMAT_VERSION_2
+    };
+    let index = &data[17..];
+    let whole = format::parse_index(version, index, objects);
+    if let Ok(parsed) = &whole {
+        check_index(version, &parsed.entries, objects);
+        assert_eq!(
+            format::index_to_bytes(version, &parsed.entries, &parsed.dictionary, objects.offset),
+            index
+        );
     }
     // Streamed as Bundle::verify reads it, once the signed count fixed the
     // region's length: the same result as the one-shot parser.
-    let Some(head) = index.get(..format::INDEX_HEADER_SIZE) else {
+    let hs = format::index_header_size(version);
+    let Some(head) = index.get(..hs) else {
         return;
     };
-    let streamed = IndexParser::new(head.try_into().unwrap(), objects).and_then(|mut p| {
+    let streamed = IndexParser::new(version, head, objects).and_then(|mut p| {
         if p.region_len() != index.len() as u64 {
             return Ok(None);
         }
-        for raw in index[format::INDEX_HEADER_SIZE..].chunks_exact(format::INDEX_ENTRY_SIZE) {
+        let entries_end = hs + p.count() as usize * format::INDEX_ENTRY_SIZE;
+        for raw in index[hs..entries_end].chunks_exact(format::INDEX_ENTRY_SIZE) {
             p.push(raw.try_into().unwrap())?;
         }
-        p.finish().map(Some)
+        let sources_end = entries_end + p.source_count() as usize * format::SOURCE_ENTRY_SIZE;
+        p.finish(
+            &index[entries_end..sources_end],
+            index[sources_end..].to_vec(),
+        )
+        .map(Some)
     });
     match streamed {
-        Ok(Some(entries)) => assert_eq!(whole, Ok(entries)),
+        Ok(Some(parsed)) => assert_eq!(whole, Ok(parsed)),
         Ok(None) => assert!(whole.is_err()),
         Err(e) => assert_eq!(whole, Err(e)),
     }
 }
 
-/// Entries are sorted without duplicates and tile the objects region.
-fn check_index(entries: &[IndexEntry], objects: Span) {
-    let mut at = objects.offset;
+/// Entries are sorted by digest without duplicates and tile the objects
+/// region (in version 1 in digest order, in version 2 in any order); only
+/// delta entries name a source, never themselves.
+fn check_index(version: u32, entries: &[IndexEntry], objects: Span) {
+    let mut spans = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
         if i > 0 {
             assert!(entries[i - 1].digest < e.digest);
         }
-        assert_eq!(e.offset, at);
         if e.encoding == Encoding::Raw {
             assert_eq!(e.stored_size, e.size);
         }
-        at += e.stored_size;
+        assert_eq!(e.source.is_some(), e.encoding == Encoding::Delta);
+        assert_ne!(e.source, Some(e.digest));
+        spans.push((e.offset, e.stored_size));
+    }
+    if version != format::FORMAT_VERSION_1 {
+        spans.sort_unstable();
+    }
+    let mut at = objects.offset;
+    for (offset, len) in spans {
+        assert_eq!(offset, at);
+        at += len;
     }
     assert_eq!(at, objects.end());
 }
@@ -225,6 +254,41 @@ pub fn bundle(data: &[u8]) {
     }
     for entry in v.index() {
         let _ = v.copy_object(entry, &mut std::io::sink());
+    }
+}
+
+/// `bundle::delta::decode`, as install decodes an object stored as a
+/// delta against a source object from the store. Input: the object's size
+/// (3 bytes, little endian: up to 16 MiB, four segments), the source's
+/// length (3 bytes, at most what follows), the source, then the delta. A
+/// decode that succeeds hands over exactly the object's size, in segments.
+pub fn delta(data: &[u8]) {
+    use didymos::bundle::delta;
+    let u24 = |b: &[u8]| u64::from(b[0]) | u64::from(b[1]) << 8 | u64::from(b[2]) << 16;
+    if data.len() < 6 {
+        return;
+    }
+    let size = u24(data);
+    let rest = &data[6..];
+    let source_len = (u24(&data[3..]) as usize).min(rest.len());
+    let source = rest[..source_len].to_vec();
+    let stored = &rest[source_len..];
+    let mut emitted = 0u64;
+    let decoded = delta::decode(
+        &Digest([1; 32]),
+        &Digest([2; 32]),
+        &mut &stored[..],
+        stored.len() as u64,
+        size,
+        &source,
+        &mut |segment| {
+            assert!(segment.len() as u64 <= delta::SEGMENT);
+            emitted += segment.len() as u64;
+            Ok(())
+        },
+    );
+    if decoded.is_ok() {
+        assert_eq!(emitted, size);
     }
 }
 
@@ -284,7 +348,7 @@ fn scan_tar(data: &[u8]) {
     std::fs::File::create(&path)
         .and_then(|mut f| f.write_all(data))
         .unwrap();
-    let Ok(tree) = didymos::image::scan_tar(&path, &mut |_, _, _| Ok(())) else {
+    let Ok(tree) = didymos::image::scan_tar(&path, &mut |_, _, _, _| Ok(())) else {
         return;
     };
     let digests: Vec<Digest> = (0..tree.job_count())

@@ -11,20 +11,30 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+mod base;
+mod dictionary;
+
+pub use base::Bases;
+mod encode;
+mod writer;
+
+use encode::{ReadSeek, Settings};
+use writer::{ObjectWriter, Record, Stored};
 
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use sha2::{Digest as _, Sha256};
 
-use super::format::{self, Header, MAX_IMAGE_SIZE};
+use super::delta;
+use super::format::{self, HEADER_SIZE, Header};
 use super::manifest::MAX_RAW_IMAGES;
-use super::{
-    Encoding, IndexEntry, Manifest, ManifestBase, ManifestImage, ManifestObjects, ManifestRaw,
-};
+use super::{Encoding, IndexEntry, Manifest, ManifestImage, ManifestObjects, ManifestRaw};
 use crate::Digest;
 use crate::image::{
     self, FileData, ImageError, OciTreeBuilder, OciXattrs, SourceTree, TreeStats, VerityHasher,
@@ -37,6 +47,12 @@ pub const PASSPHRASE_ENV: &str = "DIDYMOS_KEY_PASSPHRASE";
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// Highest zstd level accepted (its window fits the reader's limit).
 pub const MAX_ZSTD_LEVEL: i32 = 19;
+/// zstd level of the image region (a few MB of metadata: level 9 takes a
+/// tenth of a second and is within 6 % of level 19).
+const IMAGE_ZSTD_LEVEL: i32 = 9;
+/// Default zstd level of object deltas (see docs/bundle-format.md for the
+/// measurements behind it).
+pub const DEFAULT_DELTA_LEVEL: i32 = 15;
 
 /// What a bundle's image is made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +96,13 @@ pub struct CreateOptions {
     pub zstd_level: i32,
     /// Worker threads; 0 means one per core.
     pub threads: usize,
+    /// Binary deltas of changed files against the bases' objects (needs a
+    /// base with objects: a bundle or an extracted image).
+    pub object_deltas: bool,
+    /// zstd level of the deltas.
+    pub delta_level: i32,
+    /// A compression dictionary for small objects (full bundles).
+    pub dictionary: bool,
 }
 
 impl CreateOptions {
@@ -109,6 +132,9 @@ impl CreateOptions {
             created: None,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             threads: 0,
+            object_deltas: true,
+            delta_level: DEFAULT_DELTA_LEVEL,
+            dictionary: true,
         }
     }
 }
@@ -125,6 +151,32 @@ pub struct CreateSummary {
     pub image_source: Option<String>,
     pub file_size: u64,
     pub elapsed: Duration,
+    /// The objects stored as deltas.
+    pub deltas: DeltaStats,
+    /// The dictionary's size (0: none) and how many objects use it.
+    pub dictionary: u64,
+    pub dictionary_objects: u64,
+}
+
+/// How many objects are deltas, their decoded and stored sizes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeltaStats {
+    pub count: u64,
+    pub size: u64,
+    pub stored: u64,
+}
+
+impl DeltaStats {
+    pub fn of(index: &[IndexEntry]) -> Self {
+        index.iter().filter(|e| e.encoding == Encoding::Delta).fold(
+            DeltaStats::default(),
+            |s, e| DeltaStats {
+                count: s.count + 1,
+                size: s.size + e.size,
+                stored: s.stored + e.stored_size,
+            },
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -300,7 +352,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         opts.key_passphrase.as_deref(),
         &opts.intermediates,
     )?;
-    let (bases, base_objects) = load_bases(&opts.bases)?;
+    let bases = Bases::load(&opts.bases, &out_dir)?;
     let source = match &opts.input {
         Input::Rootfs(p) => Source::Rootfs(p),
         Input::Oci { image, xattrs } => Source::Oci(OciImage::open(image, &out_dir)?, *xattrs),
@@ -313,23 +365,53 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         opts.threads
     };
     check_raw_options(&opts.raw)?;
-    let (tree, digests, mut records, spools) =
-        scan_and_encode(&source, &out_dir, &base_objects, opts.zstd_level, threads)?;
+    let out_err = |source| CreateError::Output {
+        path: opts.output.clone(),
+        source,
+    };
+    // The bundle is written once: the objects as they are encoded, right
+    // after room for the header, then image, index, manifest and signature,
+    // then the header.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".didymos-bundle.")
+        .tempfile_in(&out_dir)
+        .map_err(out_err)?;
+    let file = tmp.as_file_mut();
+    let objects_at = HEADER_SIZE as u64;
+    let plan = Plan {
+        bases: &bases,
+        level: opts.zstd_level,
+        delta: delta::EncodeOptions {
+            level: opts.delta_level,
+            long_distance: false,
+        },
+        deltas: opts.object_deltas && bases.has_sources(),
+        dictionary: opts.dictionary && opts.bases.is_empty(),
+        threads,
+    };
+    let writer = ObjectWriter::new(file, objects_at);
+    let (tree, digests, settings) = scan_and_encode(&source, &writer, &plan)?;
     let stats = tree.stats;
+    let jobs = tree.job_count();
     let image = tree.into_image(&digests)?;
     let image_digest = image::digest_bytes(&image);
     let referenced = image::referenced_objects(&image)?;
+    let raw = add_raw_images(&opts.raw, &writer, &settings)?;
+    let (mut records, mut objects_len) = writer.finish(jobs).map_err(out_err)?;
     let mut carried: BTreeSet<Digest> = referenced
         .iter()
-        .filter(|d| !base_objects.contains(d))
+        .filter(|d| !bases.objects.contains(d))
         .copied()
         .collect();
     let objects_in_base = (referenced.len() - carried.len()) as u64;
-    let raw = add_raw_images(&opts.raw, &spools[0], &mut records, opts.zstd_level)?;
     carried.extend(raw.iter().map(|r| r.digest));
+    if records.len() != carried.len() {
+        // Objects of files a container image's later layer deleted were
+        // written too: move the rest down over them.
+        objects_len = compact(file, objects_at, &mut records, &carried).map_err(out_err)?;
+    }
 
     let mut index = Vec::with_capacity(carried.len());
-    let mut at = 0u64;
     for d in &carried {
         let r = records.get(d).ok_or_else(|| {
             CreateError::Invalid(format!("internal error: object {d} was never encoded"))
@@ -337,13 +419,23 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         index.push(IndexEntry {
             digest: *d,
             encoding: r.encoding,
-            offset: at,
+            source: r.source,
+            offset: objects_at + r.offset,
             stored_size: r.stored_size,
             size: r.size,
         });
-        at += r.stored_size;
     }
-    let index_bytes = format::index_to_bytes(&index, 0);
+    let dictionary_bytes = settings
+        .dictionary
+        .as_ref()
+        .filter(|_| index.iter().any(|e| e.encoding == Encoding::ZstdDict))
+        .map_or(&[][..], |d| &d.bytes[..]);
+    let index_bytes = format::index_to_bytes(
+        format::FORMAT_VERSION_2,
+        &index,
+        dictionary_bytes,
+        objects_at,
+    );
     let created = opts.created.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -364,50 +456,37 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         objects: ManifestObjects {
             count: index.len() as u64,
             size: index.iter().map(|e| e.size).sum(),
-            stored_size: at,
+            stored_size: objects_len,
             referenced: referenced.len() as u64,
             index_sha256: hex::encode(Sha256::digest(&index_bytes)),
         },
-        bases,
+        bases: bases.manifest.clone(),
         raw,
     };
     manifest.format = manifest.needed_format();
     let manifest_text = manifest.to_toml();
     let signature = signer.sign(manifest_text.as_bytes())?;
-    let header = Header::sequential(
+    // The image is metadata: it compresses about threefold.
+    let stored_image = zstd::bulk::compress(&image, IMAGE_ZSTD_LEVEL).map_err(out_err)?;
+    let header = Header::laid_out(
+        format::FORMAT_VERSION_2,
         manifest_text.len() as u64,
         signature.len() as u64,
         index_bytes.len() as u64,
-        image.len() as u64,
-        at,
+        stored_image.len() as u64,
+        objects_len,
     );
-
-    let out_err = |source| CreateError::Output {
-        path: opts.output.clone(),
-        source,
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".didymos-bundle.")
-        .tempfile_in(&out_dir)
-        .map_err(out_err)?;
-    {
-        let f = tmp.as_file_mut();
-        f.write_all(&header.to_bytes()).map_err(out_err)?;
-        f.write_all(manifest_text.as_bytes()).map_err(out_err)?;
-        f.write_all(&signature).map_err(out_err)?;
-        f.write_all(&index_bytes).map_err(out_err)?;
-        f.write_all(&image).map_err(out_err)?;
-        for d in &carried {
-            let r = &records[d];
-            let mut spool = &spools[r.spool];
-            spool.seek(SeekFrom::Start(r.offset)).map_err(out_err)?;
-            let n = io::copy(&mut spool.take(r.stored_size), f).map_err(out_err)?;
-            if n != r.stored_size {
-                return Err(out_err(io::Error::other("spool file ended early")));
-            }
-        }
-        f.sync_all().map_err(out_err)?;
+    for (region, bytes) in [
+        (header.image, &stored_image[..]),
+        (header.index, &index_bytes[..]),
+        (header.manifest, manifest_text.as_bytes()),
+        (header.signature, &signature[..]),
+    ] {
+        file.write_all_at(bytes, region.offset).map_err(out_err)?;
     }
+    file.write_all_at(&header.to_bytes(), 0).map_err(out_err)?;
+    file.set_len(header.file_size()).map_err(out_err)?;
+    file.sync_all().map_err(out_err)?;
     tmp.persist(&opts.output).map_err(|e| out_err(e.error))?;
     crate::util::fsync_dir(&out_dir).map_err(out_err)?;
     log::info!(
@@ -433,6 +512,12 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         },
         file_size: header.file_size(),
         elapsed: started.elapsed(),
+        deltas: DeltaStats::of(&index),
+        dictionary: dictionary_bytes.len() as u64,
+        dictionary_objects: index
+            .iter()
+            .filter(|e| e.encoding == Encoding::ZstdDict)
+            .count() as u64,
     })
 }
 
@@ -527,13 +612,12 @@ fn check_raw_options(raw: &[(String, PathBuf)]) -> Result<(), CreateError> {
     Ok(())
 }
 
-/// Hashes each raw image (fs-verity digest and plain SHA-256) and spools it
-/// as an object unless an identical object is spooled already.
+/// Hashes each raw image (fs-verity digest and plain SHA-256) and appends
+/// it as an object unless an identical object is written already.
 fn add_raw_images(
     raw: &[(String, PathBuf)],
-    spool: &File,
-    records: &mut BTreeMap<Digest, Record>,
-    level: i32,
+    writer: &ObjectWriter<'_>,
+    settings: &Settings,
 ) -> Result<Vec<ManifestRaw>, CreateError> {
     let mut out = Vec::with_capacity(raw.len());
     for (class, path) in raw {
@@ -562,30 +646,34 @@ fn add_raw_images(
             )));
         }
         let digest = verity.finish();
-        if let std::collections::btree_map::Entry::Vacant(slot) = records.entry(digest) {
-            let claimed = Mutex::new(HashSet::new());
-            let (again, record) = encode_one(
-                &mut &*spool,
-                0,
-                size,
-                FileData::Path(path.clone()),
-                &HashSet::new(),
-                &claimed,
-                level,
+        // Encoded into a temporary file (a raw image can be large), then
+        // appended after every file's object.
+        let mut tmp = tempfile::tempfile().map_err(read_err)?;
+        let stored = {
+            let mut sink = FileSink(&mut tmp, 0);
+            let encoding = encode::usual_to(&mut file, path, size, &digest, settings, &mut sink)
+                .map_err(|e| CreateError::Invalid(format!("raw image {}: {e}", path.display())))?;
+            (encoding, sink.1)
+        };
+        tmp.seek(SeekFrom::Start(0)).map_err(read_err)?;
+        let mut bytes = Vec::new();
+        tmp.take(stored.1)
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+        writer
+            .append(
+                digest,
+                &bytes,
+                Stored {
+                    size,
+                    encoding: stored.0,
+                    source: None,
+                },
             )
-            .map_err(|e| CreateError::Invalid(format!("raw image {}: {e}", path.display())))?;
-            match record {
-                Some(r) if again == digest => {
-                    slot.insert(r);
-                }
-                _ => {
-                    return Err(CreateError::Invalid(format!(
-                        "raw image {} changed while being read",
-                        path.display()
-                    )));
-                }
-            }
-        }
+            .map_err(|source| CreateError::Output {
+                path: path.clone(),
+                source,
+            })?;
         out.push(ManifestRaw {
             class: class.clone(),
             digest,
@@ -596,110 +684,121 @@ fn add_raw_images(
     Ok(out)
 }
 
-/// Reads the bases: each a bundle (its image checked against its manifest)
-/// or a bare composefs image.
-fn load_bases(paths: &[PathBuf]) -> Result<(Vec<ManifestBase>, HashSet<Digest>), CreateError> {
-    let mut bases = Vec::new();
-    let mut objects = HashSet::new();
-    for path in paths {
-        let err = |detail: String| CreateError::Base {
-            path: path.clone(),
-            detail,
-        };
-        let mut magic = [0u8; 8];
-        let mut f = File::open(path).map_err(|e| err(e.to_string()))?;
-        let n = f.read(&mut magic).map_err(|e| err(e.to_string()))?;
-        let (image, version) = if magic[..n] == format::MAGIC {
-            let b = super::Bundle::open(path).map_err(|e| err(e.to_string()))?;
-            let version = b
-                .manifest_unverified()
-                .map_err(|e| err(e.to_string()))?
-                .version;
-            (
-                b.read_image_unverified().map_err(|e| err(e.to_string()))?,
-                version,
-            )
-        } else {
-            let image =
-                crate::util::read_bounded(path, MAX_IMAGE_SIZE).map_err(|e| err(e.to_string()))?;
-            (image, String::new())
-        };
-        let digest = image::digest_bytes(&image);
-        let refs = image::referenced_objects(&image)
-            .map_err(|e| err(format!("neither a bundle nor a composefs image: {e}")))?;
-        objects.extend(refs);
-        bases.push(ManifestBase {
-            image: digest,
-            version,
-        });
+/// A file as an encoding's sink (raw images).
+struct FileSink<'a>(&'a mut File, u64);
+
+impl Write for FileSink<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.write_all_at(b, self.1)?;
+        self.1 += b.len() as u64;
+        Ok(b.len())
     }
-    Ok((bases, objects))
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
-/// Where one encoded object sits in a spool file.
-struct Record {
-    spool: usize,
-    offset: u64,
-    stored_size: u64,
-    size: u64,
-    encoding: Encoding,
+impl encode::Sink for FileSink<'_> {
+    fn written(&self) -> u64 {
+        self.1
+    }
+    fn reset(&mut self) {
+        self.1 = 0;
+    }
 }
 
-type Job = (usize, u64, FileData);
+/// Moves the carried objects down over the ones that were written but are
+/// not carried, keeping their order; returns the objects region's length.
+fn compact(
+    file: &File,
+    base: u64,
+    records: &mut BTreeMap<Digest, Record>,
+    carried: &BTreeSet<Digest>,
+) -> io::Result<u64> {
+    records.retain(|d, _| carried.contains(d));
+    let mut order: Vec<_> = records.iter_mut().map(|(_, r)| r).collect();
+    order.sort_by_key(|r| r.offset);
+    let mut at = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for r in order {
+        if r.offset != at {
+            let mut done = 0u64;
+            while done < r.stored_size {
+                let n = (r.stored_size - done).min(buf.len() as u64) as usize;
+                file.read_exact_at(&mut buf[..n], base + r.offset + done)?;
+                file.write_all_at(&buf[..n], base + at + done)?;
+                done += n as u64;
+            }
+            r.offset = at;
+        }
+        at += r.stored_size;
+    }
+    Ok(at)
+}
 
-/// The scanned tree, each job's digest, where each new object was spooled, the spools.
-type Encoded = (SourceTree, Vec<Digest>, BTreeMap<Digest, Record>, Vec<File>);
+/// What the scan and the workers need to know.
+struct Plan<'a> {
+    bases: &'a Bases,
+    level: i32,
+    delta: delta::EncodeOptions,
+    /// Make deltas against the bases' objects.
+    deltas: bool,
+    /// Train a dictionary for small objects.
+    dictionary: bool,
+    threads: usize,
+}
 
+/// One large file for the workers: job number, path, size, contents.
+type Job = (usize, PathBuf, u64, FileData);
+
+/// Scans the input; the workers hash every large file and write the objects
+/// no base has through `writer`. Returns the tree, each job's digest and the
+/// encoding settings (with the trained dictionary, if any).
 fn scan_and_encode(
     source: &Source<'_>,
-    spool_dir: &Path,
-    base: &HashSet<Digest>,
-    level: i32,
-    threads: usize,
-) -> Result<Encoded, CreateError> {
-    let spools: Vec<File> = (0..threads)
-        .map(|_| tempfile::tempfile_in(spool_dir))
-        .collect::<Result<_, _>>()
-        .map_err(|source| CreateError::Output {
-            path: spool_dir.to_owned(),
-            source,
-        })?;
+    writer: &ObjectWriter<'_>,
+    plan: &Plan<'_>,
+) -> Result<(SourceTree, Vec<Digest>, Settings), CreateError> {
+    let threads = plan.threads;
     let (tx, rx) = mpsc::sync_channel::<Job>(threads * 16);
     let rx = Mutex::new(rx);
-    let claimed: Mutex<HashSet<Digest>> = Mutex::new(HashSet::new());
     let digests: Mutex<Vec<(usize, Digest)>> = Mutex::new(Vec::new());
-    let records: Mutex<BTreeMap<Digest, Record>> = Mutex::new(BTreeMap::new());
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<ImageError>> = Mutex::new(None);
+    let settings: OnceLock<Settings> = OnceLock::new();
+    let new_settings = |dictionary| Settings {
+        level: plan.level,
+        dictionary,
+        delta: plan.delta,
+    };
 
     let scanned = std::thread::scope(|s| {
-        for (w, spool) in spools.iter().enumerate() {
-            let (rx, claimed, digests, records, failed, first_error) =
-                (&rx, &claimed, &digests, &records, &failed, &first_error);
+        for _ in 0..threads {
+            let (rx, digests, failed, first_error, settings) =
+                (&rx, &digests, &failed, &first_error, &settings);
             s.spawn(move || {
-                let mut spool = spool;
                 loop {
                     let job = rx.lock().unwrap().recv();
-                    let Ok((id, size, data)) = job else { break };
+                    let Ok((id, path, size, data)) = job else {
+                        break;
+                    };
                     if failed.load(Ordering::Relaxed) {
                         continue; // drain so the scanner never blocks
                     }
-                    match encode_one(&mut spool, w, size, data, base, claimed, level) {
-                        Ok((digest, record)) => {
-                            digests.lock().unwrap().push((id, digest));
-                            if let Some(r) = record {
-                                records.lock().unwrap().insert(digest, r);
-                            }
-                        }
+                    let settings = settings.get().expect("set before the first job");
+                    match encode_job(writer, plan, settings, id, &path, size, data) {
+                        Ok(digest) => digests.lock().unwrap().push((id, digest)),
                         Err(e) => {
                             failed.store(true, Ordering::Relaxed);
+                            writer.fail(e.to_string());
                             first_error.lock().unwrap().get_or_insert(e);
                         }
                     }
                 }
             });
         }
-        let mut sink = |id: usize, size: u64, data: FileData| -> Result<(), ImageError> {
+        let mut sampler = plan.dictionary.then(dictionary::Sampler::new);
+        let send = |job: Job| -> Result<(), ImageError> {
             if failed.load(Ordering::Relaxed) {
                 return Err(first_error
                     .lock()
@@ -707,9 +806,29 @@ fn scan_and_encode(
                     .take()
                     .unwrap_or_else(|| ImageError::Build("a worker failed".into())));
             }
-            tx.send((id, size, data))
+            tx.send(job)
                 .map_err(|_| ImageError::Build("the encoder threads stopped".into()))
         };
+        if sampler.is_none() {
+            let _ = settings.set(new_settings(None));
+        }
+        let mut sink =
+            |id: usize, path: &Path, size: u64, data: FileData| -> Result<(), ImageError> {
+                let job = (id, path.to_owned(), size, data);
+                // Until the dictionary is trained, jobs wait (in order).
+                if let Some(smp) = sampler.as_mut() {
+                    if smp.offer(job)? {
+                        return Ok(());
+                    }
+                    let (dict, held) = sampler.take().expect("sampling").train(plan.level)?;
+                    let _ = settings.set(new_settings(dict));
+                    for j in held {
+                        send(j)?;
+                    }
+                    return Ok(());
+                }
+                send(job)
+            };
         let result = match source {
             Source::Rootfs(rootfs) => {
                 let meta = std::fs::metadata(rootfs);
@@ -721,8 +840,27 @@ fn scan_and_encode(
             }
             Source::Oci(img, xattrs) => scan_layers(img, *xattrs, &mut sink),
         };
+        // A scan that ended while sampling: train on what it found.
+        let mut flushed = Ok(());
+        if let Some(smp) = sampler.take() {
+            match smp.train(plan.level) {
+                Ok((dict, held)) => {
+                    let _ = settings.set(new_settings(dict));
+                    for j in held {
+                        if let Err(e) = send(j) {
+                            flushed = Err(CreateError::from(e));
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = settings.set(new_settings(None));
+                    flushed = Err(CreateError::from(e));
+                }
+            }
+        }
         drop(tx);
-        result
+        result.and_then(|t| flushed.map(|()| t))
     });
     if let Some(e) = first_error.into_inner().unwrap() {
         return Err(e.into());
@@ -736,30 +874,31 @@ fn scan_and_encode(
         ));
     }
     let digests = pairs.into_iter().map(|(_, d)| d).collect();
-    Ok((tree, digests, records.into_inner().unwrap(), spools))
+    let settings = settings.into_inner().unwrap_or_else(|| new_settings(None));
+    Ok((tree, digests, settings))
 }
 
-/// Hashes one file; unless a base or another file already provides its
-/// object, appends the encoded object to `spool`.
-fn encode_one(
-    spool: &mut &File,
-    worker: usize,
+/// Hashes one file; unless a base or an earlier file provides its object,
+/// encodes it (as a delta when a base has a source worth it) into the bundle.
+fn encode_job(
+    writer: &ObjectWriter<'_>,
+    plan: &Plan<'_>,
+    settings: &Settings,
+    id: usize,
+    path: &Path,
     size: u64,
     data: FileData,
-    base: &HashSet<Digest>,
-    claimed: &Mutex<HashSet<Digest>>,
-    level: i32,
-) -> Result<(Digest, Option<Record>), ImageError> {
+) -> Result<Digest, ImageError> {
     let (label, mut reader): (PathBuf, Box<dyn ReadSeek>) = match data {
         FileData::Path(p) => {
             let f = File::open(&p).map_err(ImageError::io(&p))?;
             (p, Box::new(f))
         }
-        FileData::Bytes(b) => ("(archive member)".into(), Box::new(io::Cursor::new(b))),
+        FileData::Bytes(b) => (path.to_owned(), Box::new(io::Cursor::new(b))),
         FileData::Temp(mut f) => {
             f.seek(SeekFrom::Start(0))
                 .map_err(ImageError::io("(spooled member)"))?;
-            ("(archive member)".into(), Box::new(f))
+            (path.to_owned(), Box::new(f))
         }
     };
     let (digest, len) = image::digest_reader_len(&mut reader).map_err(ImageError::io(&label))?;
@@ -769,80 +908,47 @@ fn encode_one(
             detail: format!("changed size while being read ({size} then {len} bytes)"),
         });
     }
-    if base.contains(&digest) || !claimed.lock().unwrap().insert(digest) {
-        return Ok((digest, None));
+    if plan.bases.objects.contains(&digest) || !writer.claim(id, &digest) {
+        writer.skip(id).map_err(ImageError::io("(bundle)"))?;
+        return Ok(digest);
     }
-    let spool_err = ImageError::io("(spool file)");
-    let start = spool
-        .seek(SeekFrom::End(0))
-        .map_err(ImageError::io("(spool file)"))?;
-    reader
-        .seek(SeekFrom::Start(0))
-        .map_err(ImageError::io(&label))?;
-    // Encode, hashing again what is read so a file changing in between is caught.
-    let mut check = VerityHasher::new();
+    let source = match plan
+        .deltas
+        .then(|| plan.bases.candidate(path, size))
+        .flatten()
     {
-        let mut enc = zstd::stream::write::Encoder::new(&mut *spool, level)
-            .map_err(ImageError::io("(zstd)"))?;
-        enc.set_pledged_src_size(Some(size))
-            .map_err(ImageError::io("(zstd)"))?;
-        enc.include_checksum(false)
-            .map_err(ImageError::io("(zstd)"))?;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = reader.read(&mut buf).map_err(ImageError::io(&label))?;
-            if n == 0 {
-                break;
+        Some(src) => match delta::Sources::open(plan.bases, &src) {
+            Ok(Some(obj)) => Some((src, obj)),
+            Ok(None) => None,
+            Err(e) => {
+                log::warn!(
+                    "{}: no delta against base object {src}: {e}",
+                    label.display()
+                );
+                None
             }
-            check.update(&buf[..n]);
-            enc.write_all(&buf[..n])
-                .map_err(ImageError::io("(spool file)"))?;
+        },
+        None => None,
+    };
+    let mut out = writer.out(id, digest);
+    let encoded = encode::encode(
+        &mut reader,
+        &label,
+        size,
+        &digest,
+        source,
+        settings,
+        &mut out,
+    );
+    match encoded {
+        Ok(stored) => out
+            .commit(stored)
+            .map_err(ImageError::io("(bundle)"))
+            .map(|()| digest),
+        Err(ImageError::Io { source, .. }) if writer::is_superseded(&source) => {
+            writer.skip(id).map_err(ImageError::io("(bundle)"))?;
+            Ok(digest)
         }
-        enc.finish().map_err(ImageError::io("(spool file)"))?;
+        Err(e) => Err(e),
     }
-    if check.finish() != digest {
-        return Err(ImageError::Unsupported {
-            path: label,
-            detail: "changed while being read".into(),
-        });
-    }
-    let end = spool
-        .stream_position()
-        .map_err(ImageError::io("(spool file)"))?;
-    let mut stored = end - start;
-    let mut encoding = Encoding::Zstd;
-    if stored >= size {
-        // Compression did not help: store the bytes as they are.
-        spool
-            .set_len(start)
-            .map_err(ImageError::io("(spool file)"))?;
-        spool
-            .seek(SeekFrom::Start(start))
-            .map_err(ImageError::io("(spool file)"))?;
-        reader
-            .seek(SeekFrom::Start(0))
-            .map_err(ImageError::io(&label))?;
-        let n = io::copy(&mut reader.take(size), spool).map_err(spool_err)?;
-        if n != size {
-            return Err(ImageError::Unsupported {
-                path: label,
-                detail: format!("changed size while being read ({size} then {n} bytes)"),
-            });
-        }
-        stored = n;
-        encoding = Encoding::Raw;
-    }
-    Ok((
-        digest,
-        Some(Record {
-            spool: worker,
-            offset: start,
-            stored_size: stored,
-            size,
-            encoding,
-        }),
-    ))
 }
-
-trait ReadSeek: Read + Seek + Send {}
-impl<T: Read + Seek + Send> ReadSeek for T {}

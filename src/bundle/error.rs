@@ -75,6 +75,33 @@ pub enum BundleError {
     ObjectDecode { digest: Digest, detail: String },
     #[error("object {0} is not in this bundle's index")]
     NotInIndex(Digest),
+    #[error(
+        "object {digest} is damaged: decoding its delta against object {source_digest} gave \
+         digest {actual}; either the bundle file or that source object on this device is \
+         damaged: run `didymos fsck` (with --repair to set damaged objects aside), then download \
+         the bundle again or install a full bundle"
+    )]
+    DeltaResultMismatch {
+        digest: Digest,
+        source_digest: Digest,
+        actual: Digest,
+    },
+    #[error(
+        "object {digest} is a delta against object {source_digest}, which is not here; \
+         install (or extract with) a full bundle, or give the base that holds it"
+    )]
+    DeltaSourceMissing {
+        digest: Digest,
+        source_digest: Digest,
+    },
+    #[error(
+        "object {digest} is a delta against object {source_digest}, which cannot be read: {detail}"
+    )]
+    DeltaSourceUnreadable {
+        digest: Digest,
+        source_digest: Digest,
+        detail: String,
+    },
     #[error("object {0} is carried by the bundle but the image does not reference it")]
     ObjectNotReferenced(Digest),
     #[error("cannot write object {digest}: {source}")]
@@ -101,6 +128,7 @@ impl BundleError {
             BundleError::ObjectDigestMismatch { digest, .. }
             | BundleError::ObjectSizeMismatch { digest, .. }
             | BundleError::ObjectDecode { digest, .. }
+            | BundleError::DeltaResultMismatch { digest, .. }
             | BundleError::ObjectNotReferenced(digest) => Region::Object(*digest),
             _ => return None,
         })

@@ -5,6 +5,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use super::delta::{Chain, ObjectDir, Sources};
 use super::{BundleError, VerifiedBundle};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +14,18 @@ pub enum ExtractError {
     Bundle(#[from] BundleError),
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error(
+        "{count} object(s) are deltas against objects that are neither in {dir}/objects nor in a \
+         --base (first: {first}, a delta against {source_digest}); the bundle is a delta against {bases}: \
+         extract that first into the same directory, or give it with --base"
+    )]
+    MissingSources {
+        count: usize,
+        dir: PathBuf,
+        first: crate::Digest,
+        source_digest: crate::Digest,
+        bases: String,
+    },
 }
 
 /// What was written.
@@ -27,11 +40,51 @@ pub struct ExtractSummary {
 
 /// Extracts `bundle` into `dir` (created if missing). Every object is
 /// written to a temporary file, checked, and only then renamed into place.
-pub fn extract(bundle: &VerifiedBundle, dir: &Path) -> Result<ExtractSummary, ExtractError> {
+/// Deltas are decoded against objects already in `dir/objects` (an earlier
+/// extract of the base) or in `bases`; when a source is in neither, nothing
+/// is written.
+pub fn extract(
+    bundle: &VerifiedBundle,
+    dir: &Path,
+    bases: Option<&dyn Sources>,
+) -> Result<ExtractSummary, ExtractError> {
     let werr = |path: &Path| {
         let path = path.to_owned();
         move |source| ExtractError::Write { path, source }
     };
+    let here = ObjectDir(dir.join("objects"));
+    let mut chain: Vec<&dyn Sources> = vec![&here];
+    chain.extend(bases);
+    let sources = Chain(chain);
+    let to_write: Vec<_> = bundle
+        .index()
+        .iter()
+        .filter(|e| !dir.join(e.digest.to_object_path()).exists())
+        .cloned()
+        .collect();
+    let missing = bundle.missing_sources(&to_write, &sources)?;
+    if let Some((first, source)) = missing.first() {
+        let bases = bundle
+            .manifest()
+            .bases
+            .iter()
+            .map(|b| {
+                if b.version.is_empty() {
+                    format!("image {}", b.image)
+                } else {
+                    format!("version {} (image {})", b.version, b.image)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ExtractError::MissingSources {
+            count: missing.len(),
+            dir: dir.to_owned(),
+            first: *first,
+            source_digest: *source,
+            bases,
+        });
+    }
     fs::create_dir_all(dir).map_err(werr(dir))?;
     let image = bundle.read_image()?;
     let objects = dir.join("objects");
@@ -56,7 +109,7 @@ pub fn extract(bundle: &VerifiedBundle, dir: &Path) -> Result<ExtractSummary, Ex
             .map_err(werr(sub))?;
         {
             let mut w = io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-            bundle.copy_object(entry, &mut w)?;
+            bundle.copy_object_with(entry, &sources, &mut w)?;
             w.flush().map_err(werr(&target))?;
         }
         tmp.persist(&target).map_err(|e| ExtractError::Write {

@@ -11,8 +11,16 @@ use crate::Digest;
 
 /// The first eight bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"DIDYMOS\x1a";
-/// The container layout version this code reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The first container layout: regions in the order manifest, signature,
+/// index, image, objects; objects in digest order; raw and zstd encodings.
+pub const FORMAT_VERSION_1: u32 = 1;
+/// The second: the objects region comes first (written as objects are
+/// encoded), then image, index, manifest, signature; an index with a table
+/// of delta sources and a compression dictionary; the dictionary and delta
+/// encodings. See `docs/bundle-format.md`.
+pub const FORMAT_VERSION_2: u32 = 2;
+/// The newest container layout this code reads (and the one it writes).
+pub const FORMAT_VERSION: u32 = FORMAT_VERSION_2;
 /// Size of the fixed header.
 pub const HEADER_SIZE: usize = 128;
 /// Bytes of the header covered by its checksum.
@@ -31,8 +39,17 @@ pub const MAX_OBJECT_SIZE: u64 = 1 << 40;
 
 /// The index starts with this magic and a count.
 pub const INDEX_MAGIC: [u8; 8] = *b"DIDYIDX\0";
+/// Index header of container version 1: magic, entry count.
 pub const INDEX_HEADER_SIZE: usize = 16;
+/// Index header of container version 2: magic, entry count, source count,
+/// dictionary length.
+pub const INDEX_HEADER_SIZE_V2: usize = 32;
 pub const INDEX_ENTRY_SIZE: usize = 64;
+/// One entry of the delta source table (version 2): a digest.
+pub const SOURCE_ENTRY_SIZE: usize = 32;
+/// Largest compression dictionary a bundle may carry (it is held in memory
+/// while objects are decoded).
+pub const MAX_DICTIONARY_SIZE: u64 = 1024 * 1024;
 
 /// One contiguous byte range of the bundle file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,6 +67,8 @@ impl Span {
 /// The parsed fixed header: where each region lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The container version: [`FORMAT_VERSION_1`] or [`FORMAT_VERSION_2`].
+    pub version: u32,
     pub manifest: Span,
     pub signature: Span,
     pub index: Span,
@@ -65,7 +84,7 @@ pub enum LayoutError {
     #[error("not a didymos bundle: the file starts with {found} instead of {expected}")]
     BadMagic { found: String, expected: String },
     #[error(
-        "bundle format version {found} is not supported (this build reads version {FORMAT_VERSION}); use a newer didymos"
+        "bundle format version {found} is not supported (this build reads versions {FORMAT_VERSION_1} to {FORMAT_VERSION}); use a newer didymos"
     )]
     UnsupportedVersion { found: u32 },
     #[error("header checksum mismatch: expected {expected}, computed {actual}")]
@@ -118,46 +137,101 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(a)
 }
 
+/// The regions in the order a container version lays them out.
+fn region_order(version: u32) -> [Region; 5] {
+    if version == FORMAT_VERSION_1 {
+        [
+            Region::Manifest,
+            Region::Signature,
+            Region::Index,
+            Region::Image,
+            Region::Objects,
+        ]
+    } else {
+        [
+            Region::Objects,
+            Region::Image,
+            Region::Index,
+            Region::Manifest,
+            Region::Signature,
+        ]
+    }
+}
+
 impl Header {
-    /// Lays out the regions one after another, starting after the header.
+    /// A version 1 layout: the regions one after another, starting after
+    /// the header, in version 1's order.
     pub fn sequential(manifest: u64, signature: u64, index: u64, image: u64, objects: u64) -> Self {
-        let mut at = HEADER_SIZE as u64;
-        let mut next = |len: u64| {
-            let s = Span { offset: at, len };
-            at += len;
-            s
+        Self::laid_out(FORMAT_VERSION_1, manifest, signature, index, image, objects)
+    }
+
+    /// The regions one after another after the header, in `version`'s order.
+    pub fn laid_out(
+        version: u32,
+        manifest: u64,
+        signature: u64,
+        index: u64,
+        image: u64,
+        objects: u64,
+    ) -> Self {
+        let mut h = Header {
+            version,
+            manifest: Span::default(),
+            signature: Span::default(),
+            index: Span::default(),
+            image: Span::default(),
+            objects: Span::default(),
         };
-        Header {
-            manifest: next(manifest),
-            signature: next(signature),
-            index: next(index),
-            image: next(image),
-            objects: next(objects),
+        let mut at = HEADER_SIZE as u64;
+        for region in region_order(version) {
+            let (span, len) = match region {
+                Region::Manifest => (&mut h.manifest, manifest),
+                Region::Signature => (&mut h.signature, signature),
+                Region::Index => (&mut h.index, index),
+                Region::Image => (&mut h.image, image),
+                _ => (&mut h.objects, objects),
+            };
+            *span = Span { offset: at, len };
+            at += len;
+        }
+        h
+    }
+
+    /// The span of one of the five regions.
+    pub fn span(&self, region: Region) -> Span {
+        match region {
+            Region::Manifest => self.manifest,
+            Region::Signature => self.signature,
+            Region::Index => self.index,
+            Region::Image => self.image,
+            _ => self.objects,
         }
     }
 
+    /// The regions in file order.
     fn spans(&self) -> [(Region, Span); 5] {
-        [
-            (Region::Manifest, self.manifest),
-            (Region::Signature, self.signature),
-            (Region::Index, self.index),
-            (Region::Image, self.image),
-            (Region::Objects, self.objects),
-        ]
+        region_order(self.version).map(|r| (r, self.span(r)))
     }
 
     /// The total file size this header describes.
     pub fn file_size(&self) -> u64 {
-        self.objects.end()
+        self.spans()[4].1.end()
     }
 
     pub fn to_bytes(&self) -> [u8; HEADER_SIZE] {
         let mut b = [0u8; HEADER_SIZE];
         b[0..8].copy_from_slice(&MAGIC);
-        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&self.version.to_le_bytes());
         b[12..16].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
         let mut at = 16;
-        for (_, span) in self.spans() {
+        // The fields keep their places whatever the regions' order.
+        for span in [
+            self.manifest,
+            self.signature,
+            self.index,
+            self.image,
+            self.objects,
+        ] {
             b[at..at + 8].copy_from_slice(&span.offset.to_le_bytes());
             b[at + 8..at + 16].copy_from_slice(&span.len.to_le_bytes());
             at += 16;
@@ -181,7 +255,7 @@ impl Header {
             });
         }
         let version = u32_at(b, 8);
-        if version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_1..=FORMAT_VERSION).contains(&version) {
             return Err(LayoutError::UnsupportedVersion { found: version });
         }
         let sum = Sha256::digest(&b[..HEADER_SUMMED]);
@@ -197,6 +271,7 @@ impl Header {
             len: u64_at(b, 24 + 16 * i),
         };
         let h = Header {
+            version,
             manifest: span(0),
             signature: span(1),
             index: span(2),
@@ -206,19 +281,20 @@ impl Header {
         let mut expected = u64::from(header_size);
         if header_size as usize != HEADER_SIZE {
             return Err(LayoutError::Misplaced {
-                region: Region::Manifest,
+                region: region_order(version)[0],
                 offset: u64::from(header_size),
                 expected: HEADER_SIZE as u64,
             });
         }
-        let limits = [
-            MAX_MANIFEST_SIZE,
-            MAX_SIGNATURE_SIZE,
-            INDEX_HEADER_SIZE as u64 + MAX_OBJECTS * INDEX_ENTRY_SIZE as u64,
-            MAX_IMAGE_SIZE,
-            u64::MAX,
-        ];
-        for ((region, span), limit) in h.spans().into_iter().zip(limits) {
+        let limit = |region: Region| match region {
+            Region::Manifest => MAX_MANIFEST_SIZE,
+            Region::Signature => MAX_SIGNATURE_SIZE,
+            Region::Index => max_index_len(version),
+            Region::Image => MAX_IMAGE_SIZE,
+            _ => u64::MAX,
+        };
+        for (region, span) in h.spans() {
+            let limit = limit(region);
             if span.offset != expected {
                 return Err(LayoutError::Misplaced {
                     region,
@@ -267,35 +343,102 @@ fn escape(b: &[u8]) -> String {
     format!("\"{}\"", b.escape_ascii())
 }
 
-/// Serializes the index. `entries` must be sorted by digest, with offsets
-/// relative to the objects region.
-pub fn index_to_bytes(entries: &[IndexEntry], objects_start: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(INDEX_HEADER_SIZE + entries.len() * INDEX_ENTRY_SIZE);
+/// Parsed object index: the entries (sorted by digest, offsets absolute)
+/// and, in container version 2, the compression dictionary.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Index {
+    pub entries: Vec<IndexEntry>,
+    /// Empty when the bundle has none.
+    pub dictionary: Vec<u8>,
+}
+
+/// The size of the index header in `version`.
+pub fn index_header_size(version: u32) -> usize {
+    if version == FORMAT_VERSION_1 {
+        INDEX_HEADER_SIZE
+    } else {
+        INDEX_HEADER_SIZE_V2
+    }
+}
+
+/// The largest index region a header may claim in `version`.
+fn max_index_len(version: u32) -> u64 {
+    let per_entry = if version == FORMAT_VERSION_1 {
+        INDEX_ENTRY_SIZE
+    } else {
+        INDEX_ENTRY_SIZE + SOURCE_ENTRY_SIZE
+    } as u64;
+    index_header_size(version) as u64 + MAX_OBJECTS * per_entry + MAX_DICTIONARY_SIZE
+}
+
+fn encoding_byte(e: Encoding) -> u8 {
+    match e {
+        Encoding::Raw => 0,
+        Encoding::Zstd => 1,
+        Encoding::ZstdDict => 2,
+        Encoding::Delta => 3,
+    }
+}
+
+/// Serializes the index of container `version`. `entries` must be sorted by
+/// digest, with absolute offsets (`objects_start` is the objects region's
+/// offset). Version 1 has no delta entries and no dictionary.
+pub fn index_to_bytes(
+    version: u32,
+    entries: &[IndexEntry],
+    dictionary: &[u8],
+    objects_start: u64,
+) -> Vec<u8> {
+    let sources: Vec<Digest> = entries
+        .iter()
+        .filter_map(|e| e.source)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let v1 = version == FORMAT_VERSION_1;
+    assert!(
+        !v1 || (sources.is_empty() && dictionary.is_empty()),
+        "container version 1 has neither deltas nor a dictionary"
+    );
+    let mut out = Vec::with_capacity(
+        index_header_size(version)
+            + entries.len() * INDEX_ENTRY_SIZE
+            + sources.len() * SOURCE_ENTRY_SIZE
+            + dictionary.len(),
+    );
     out.extend_from_slice(&INDEX_MAGIC);
     out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    if !v1 {
+        out.extend_from_slice(&(sources.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(dictionary.len() as u64).to_le_bytes());
+    }
     for e in entries {
         out.extend_from_slice(&e.digest.0);
-        out.push(match e.encoding {
-            Encoding::Raw => 0,
-            Encoding::Zstd => 1,
+        out.push(encoding_byte(e.encoding));
+        out.extend_from_slice(&[0u8; 3]);
+        let source = e.source.map_or(0u32, |s| {
+            sources.binary_search(&s).expect("collected above") as u32
         });
-        out.extend_from_slice(&[0u8; 7]);
+        out.extend_from_slice(&source.to_le_bytes());
         out.extend_from_slice(&(e.offset - objects_start).to_le_bytes());
         out.extend_from_slice(&e.stored_size.to_le_bytes());
         out.extend_from_slice(&e.size.to_le_bytes());
     }
+    for s in &sources {
+        out.extend_from_slice(&s.0);
+    }
+    out.extend_from_slice(dictionary);
     out
 }
 
-/// Parses the index region. Offsets in the result are absolute (from the
-/// start of the file). Entries must be sorted by digest without duplicates
-/// and tile the objects region exactly, in order.
-pub fn parse_index(b: &[u8], objects: Span) -> Result<Vec<IndexEntry>, LayoutError> {
-    let head: &[u8; INDEX_HEADER_SIZE] = b
-        .get(..INDEX_HEADER_SIZE)
-        .and_then(|h| h.try_into().ok())
+/// Parses a whole index region of container `version`. Offsets in the
+/// result are absolute (from the start of the file).
+pub fn parse_index(version: u32, b: &[u8], objects: Span) -> Result<Index, LayoutError> {
+    let hs = index_header_size(version);
+    let head = b
+        .get(..hs)
         .ok_or_else(|| LayoutError::Index("does not start with the index magic".into()))?;
-    let mut parser = IndexParser::new(head, objects)?;
+    let mut parser = IndexParser::new(version, head, objects)?;
     let expected_len = parser.region_len();
     if expected_len != b.len() as u64 {
         return Err(LayoutError::Index(format!(
@@ -304,29 +447,39 @@ pub fn parse_index(b: &[u8], objects: Span) -> Result<Vec<IndexEntry>, LayoutErr
             b.len()
         )));
     }
-    for raw in b[INDEX_HEADER_SIZE..].chunks_exact(INDEX_ENTRY_SIZE) {
+    let entries_end = hs + parser.count as usize * INDEX_ENTRY_SIZE;
+    for raw in b[hs..entries_end].chunks_exact(INDEX_ENTRY_SIZE) {
         parser.push(raw.try_into().expect("chunks are entry-sized"))?;
     }
-    parser.finish()
+    let sources_end = entries_end + parser.sources as usize * SOURCE_ENTRY_SIZE;
+    parser.finish(&b[entries_end..sources_end], b[sources_end..].to_vec())
 }
 
 /// Parses an index entry by entry, so that a reader can stream it: the
 /// index header first ([`IndexParser::new`]), then each 64-byte entry, then
-/// [`IndexParser::finish`]. Holds only the entries parsed so far.
+/// [`IndexParser::finish`] with the source table and the dictionary (version
+/// 2). Holds only the entries parsed so far; entries name their delta source
+/// by its place in the source table until `finish` resolves it.
 #[derive(Debug)]
 pub struct IndexParser {
+    version: u32,
     count: u64,
+    /// Entries of the delta source table (version 2).
+    sources: u64,
+    dictionary_len: u64,
     objects: Span,
     entries: Vec<IndexEntry>,
-    /// Where the next entry's stored bytes must start (relative).
+    /// Each delta entry's place in the source table, in entry order.
+    source_refs: Vec<(usize, u32)>,
+    /// Where the next entry's stored bytes must start (relative; version 1).
     at: u64,
 }
 
 impl IndexParser {
-    /// Checks the 16-byte index header (magic, count within the limit).
-    /// Nothing is allocated until entries arrive.
-    pub fn new(head: &[u8; INDEX_HEADER_SIZE], objects: Span) -> Result<Self, LayoutError> {
-        if head[..8] != INDEX_MAGIC {
+    /// Checks the index header (magic, counts and the dictionary length
+    /// within their limits). Nothing is allocated until entries arrive.
+    pub fn new(version: u32, head: &[u8], objects: Span) -> Result<Self, LayoutError> {
+        if head.len() != index_header_size(version) || head[..8] != INDEX_MAGIC {
             return Err(LayoutError::Index(
                 "does not start with the index magic".into(),
             ));
@@ -337,10 +490,29 @@ impl IndexParser {
                 "{count} entries, more than the limit of {MAX_OBJECTS}"
             )));
         }
+        let (sources, dictionary_len) = if version == FORMAT_VERSION_1 {
+            (0, 0)
+        } else {
+            (u64_at(head, 16), u64_at(head, 24))
+        };
+        if sources > count {
+            return Err(LayoutError::Index(format!(
+                "{sources} delta sources for {count} entries (at most one per entry)"
+            )));
+        }
+        if dictionary_len > MAX_DICTIONARY_SIZE {
+            return Err(LayoutError::Index(format!(
+                "a {dictionary_len}-byte dictionary, more than the limit of {MAX_DICTIONARY_SIZE}"
+            )));
+        }
         Ok(Self {
+            version,
             count,
+            sources,
+            dictionary_len,
             objects,
             entries: Vec::new(),
+            source_refs: Vec::new(),
             at: 0,
         })
     }
@@ -350,14 +522,28 @@ impl IndexParser {
         self.count
     }
 
-    /// The length of an index region with that many entries.
+    /// Entries of the delta source table.
+    pub fn source_count(&self) -> u64 {
+        self.sources
+    }
+
+    /// Length of the dictionary at the end of the region.
+    pub fn dictionary_len(&self) -> u64 {
+        self.dictionary_len
+    }
+
+    /// The length of the index region this header describes.
     pub fn region_len(&self) -> u64 {
-        index_len(self.count).expect("count is within MAX_OBJECTS")
+        index_header_size(self.version) as u64
+            + self.count * INDEX_ENTRY_SIZE as u64
+            + self.sources * SOURCE_ENTRY_SIZE as u64
+            + self.dictionary_len
     }
 
     /// Parses the next entry.
     pub fn push(&mut self, raw: &[u8; INDEX_ENTRY_SIZE]) -> Result<(), LayoutError> {
         let bad = |m: String| LayoutError::Index(m);
+        let v1 = self.version == FORMAT_VERSION_1;
         let i = self.entries.len();
         if i as u64 >= self.count {
             return Err(bad(format!(
@@ -371,17 +557,21 @@ impl IndexParser {
         let encoding = match raw[32] {
             0 => Encoding::Raw,
             1 => Encoding::Zstd,
+            2 if !v1 => Encoding::ZstdDict,
+            3 if !v1 => Encoding::Delta,
             other => {
                 return Err(bad(format!(
                     "entry {i} ({digest}): unknown encoding {other}"
                 )));
             }
         };
-        if raw[33..40] != [0u8; 7] {
+        let reserved = if v1 { &raw[33..40] } else { &raw[33..36] };
+        if reserved.iter().any(|b| *b != 0) {
             return Err(bad(format!(
                 "entry {i} ({digest}): reserved bytes are not zero"
             )));
         }
+        let source = u32_at(raw, 36);
         let offset = u64_at(raw, 40);
         let stored_size = u64_at(raw, 48);
         let size = u64_at(raw, 56);
@@ -390,7 +580,7 @@ impl IndexParser {
                 "entry {i} ({digest}) is out of order or repeated"
             )));
         }
-        if offset != self.at {
+        if v1 && offset != self.at {
             return Err(bad(format!(
                 "entry {i} ({digest}) starts at {offset}, expected {}",
                 self.at
@@ -407,16 +597,38 @@ impl IndexParser {
                     "entry {i} ({digest}) is raw but stores {stored_size} bytes for a {size}-byte object"
                 )));
             }
-            Encoding::Zstd if stored_size == 0 => {
+            Encoding::Raw if !v1 && size == 0 => {
+                return Err(bad(format!("entry {i} ({digest}) is empty")));
+            }
+            Encoding::Zstd | Encoding::ZstdDict | Encoding::Delta if stored_size == 0 => {
                 return Err(bad(format!(
-                    "entry {i} ({digest}) is zstd with no stored bytes"
+                    "entry {i} ({digest}) is {} with no stored bytes",
+                    encoding.as_str()
+                )));
+            }
+            Encoding::ZstdDict if self.dictionary_len == 0 => {
+                return Err(bad(format!(
+                    "entry {i} ({digest}) needs the bundle's dictionary, and the bundle has none"
                 )));
             }
             _ => {}
         }
+        if encoding == Encoding::Delta {
+            if u64::from(source) >= self.sources {
+                return Err(bad(format!(
+                    "entry {i} ({digest}) names delta source {source} of {}",
+                    self.sources
+                )));
+            }
+            self.source_refs.push((i, source));
+        } else if source != 0 {
+            return Err(bad(format!(
+                "entry {i} ({digest}) is {} but names a delta source",
+                encoding.as_str()
+            )));
+        }
         let objects_len = self.objects.len;
-        self.at = self
-            .at
+        let end = offset
             .checked_add(stored_size)
             .filter(|e| *e <= objects_len)
             .ok_or_else(|| {
@@ -424,6 +636,9 @@ impl IndexParser {
                     "entry {i} ({digest}) ends beyond the {objects_len}-byte objects region"
                 ))
             })?;
+        if v1 {
+            self.at = end;
+        }
         if self.entries.capacity() == 0 {
             // Entries arrive only for a region of `count` entries, which the
             // caller bounded by the file (and the signed manifest).
@@ -432,6 +647,7 @@ impl IndexParser {
         self.entries.push(IndexEntry {
             digest,
             encoding,
+            source: None,
             offset: self.objects.offset + offset,
             stored_size,
             size,
@@ -439,26 +655,89 @@ impl IndexParser {
         Ok(())
     }
 
-    /// Checks that every announced entry came and the objects region is tiled.
-    pub fn finish(self) -> Result<Vec<IndexEntry>, LayoutError> {
+    /// Checks that every announced entry came and that the entries tile the
+    /// objects region (in version 2 in any order: sorted by offset, each
+    /// starts where the previous ended); resolves delta sources against the
+    /// source table (sorted, no repeats, each used, none its own delta).
+    pub fn finish(mut self, sources: &[u8], dictionary: Vec<u8>) -> Result<Index, LayoutError> {
+        let bad = |m: String| LayoutError::Index(m);
         if self.entries.len() as u64 != self.count {
-            return Err(LayoutError::Index(format!(
+            return Err(bad(format!(
                 "{} entries announced, {} present",
                 self.count,
                 self.entries.len()
             )));
         }
-        if self.at != self.objects.len {
-            return Err(LayoutError::Index(format!(
-                "entries cover {} bytes but the objects region is {} bytes",
-                self.at, self.objects.len
+        if sources.len() as u64 != self.sources * SOURCE_ENTRY_SIZE as u64
+            || dictionary.len() as u64 != self.dictionary_len
+        {
+            return Err(bad(format!(
+                "the source table or dictionary is not the {} and {} bytes announced",
+                self.sources * SOURCE_ENTRY_SIZE as u64,
+                self.dictionary_len
             )));
         }
-        Ok(self.entries)
+        let table: Vec<Digest> = sources
+            .chunks_exact(SOURCE_ENTRY_SIZE)
+            .map(|c| Digest(c.try_into().expect("chunks are digest-sized")))
+            .collect();
+        if let Some(w) = table.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(bad(format!(
+                "delta source {} is out of order or repeated",
+                w[1]
+            )));
+        }
+        let mut used = vec![false; table.len()];
+        for &(i, s) in &self.source_refs {
+            let src = table[s as usize];
+            if src == self.entries[i].digest {
+                return Err(bad(format!("entry {i} ({src}) is a delta against itself")));
+            }
+            used[s as usize] = true;
+            self.entries[i].source = Some(src);
+        }
+        if let Some(s) = used.iter().position(|u| !u) {
+            return Err(bad(format!(
+                "delta source {} is used by no entry",
+                table[s]
+            )));
+        }
+        let covered = if self.version == FORMAT_VERSION_1 {
+            self.at
+        } else {
+            let mut spans: Vec<(u64, u64)> = self
+                .entries
+                .iter()
+                .map(|e| (e.offset - self.objects.offset, e.stored_size))
+                .collect();
+            spans.sort_unstable();
+            let mut at = 0u64;
+            for (offset, len) in spans {
+                if offset != at {
+                    return Err(bad(format!(
+                        "the entries do not tile the objects region: a gap or overlap at byte {at} \
+                         (next entry starts at {offset})"
+                    )));
+                }
+                at += len;
+            }
+            at
+        };
+        if covered != self.objects.len {
+            return Err(bad(format!(
+                "entries cover {} bytes but the objects region is {} bytes",
+                covered, self.objects.len
+            )));
+        }
+        Ok(Index {
+            entries: self.entries,
+            dictionary,
+        })
     }
 }
 
-/// The length of an index region of `count` entries; `None` on overflow.
+/// The length of a version 1 index region of `count` entries; `None` on
+/// overflow.
 pub fn index_len(count: u64) -> Option<u64> {
     count
         .checked_mul(INDEX_ENTRY_SIZE as u64)?
@@ -496,10 +775,10 @@ mod tests {
             ),
             (
                 Box::new(move |b| {
-                    b[8] = 2;
+                    b[8] = 3;
                     size
                 }),
-                "version 2",
+                "version 3",
             ),
             (
                 Box::new(move |b| {
@@ -543,6 +822,7 @@ mod tests {
         IndexEntry {
             digest: Digest([d; 32]),
             encoding: enc,
+            source: None,
             offset,
             stored_size: stored,
             size,
@@ -555,12 +835,13 @@ mod tests {
             offset: 1000,
             len: 30,
         };
+        let v1 = FORMAT_VERSION_1;
         let good = vec![
             entry(1, Encoding::Raw, 1000, 10, 10),
             entry(2, Encoding::Zstd, 1010, 20, 500),
         ];
-        let bytes = index_to_bytes(&good, 1000);
-        assert_eq!(parse_index(&bytes, objects).unwrap(), good);
+        let bytes = index_to_bytes(v1, &good, &[], 1000);
+        assert_eq!(parse_index(v1, &bytes, objects).unwrap().entries, good);
 
         let table: Vec<(Vec<IndexEntry>, &str)> = vec![
             (
@@ -585,7 +866,7 @@ mod tests {
             ),
         ];
         for (entries, want) in table {
-            let err = parse_index(&index_to_bytes(&entries, 1000), objects)
+            let err = parse_index(v1, &index_to_bytes(v1, &entries, &[], 1000), objects)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(want), "{err:?} should contain {want:?}");
@@ -593,18 +874,156 @@ mod tests {
         let mut huge = bytes.clone();
         huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(
-            parse_index(&huge, objects)
+            parse_index(v1, &huge, objects)
                 .unwrap_err()
                 .to_string()
                 .contains("limit")
         );
-        let mut enc = bytes;
+        let mut enc = bytes.clone();
         enc[INDEX_HEADER_SIZE + 32] = 9;
         assert!(
-            parse_index(&enc, objects)
+            parse_index(v1, &enc, objects)
                 .unwrap_err()
                 .to_string()
                 .contains("unknown encoding")
         );
+        // Version 1 knows neither the dictionary nor the delta encoding.
+        let mut enc = bytes;
+        enc[INDEX_HEADER_SIZE + 32] = 3;
+        assert!(
+            parse_index(v1, &enc, objects)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown encoding 3")
+        );
+    }
+
+    fn delta(d: u8, src: u8, offset: u64, stored: u64, size: u64) -> IndexEntry {
+        IndexEntry {
+            source: Some(Digest([src; 32])),
+            ..entry(d, Encoding::Delta, offset, stored, size)
+        }
+    }
+
+    #[test]
+    fn index_v2_with_deltas_and_a_dictionary() {
+        let v2 = FORMAT_VERSION_2;
+        let objects = Span {
+            offset: 128,
+            len: 60,
+        };
+        // Offsets in any order, tiling the region.
+        let good = vec![
+            entry(1, Encoding::ZstdDict, 128 + 40, 20, 300),
+            delta(2, 9, 128, 10, 5000),
+            delta(3, 9, 128 + 10, 10, 6000),
+            delta(4, 8, 128 + 20, 20, 7000),
+        ];
+        let dict = b"a dictionary".to_vec();
+        let bytes = index_to_bytes(v2, &good, &dict, 128);
+        assert_eq!(
+            bytes.len(),
+            INDEX_HEADER_SIZE_V2 + 4 * INDEX_ENTRY_SIZE + 2 * SOURCE_ENTRY_SIZE + dict.len()
+        );
+        let parsed = parse_index(v2, &bytes, objects).unwrap();
+        assert_eq!(parsed.entries, good);
+        assert_eq!(parsed.dictionary, dict);
+
+        let e0 = INDEX_HEADER_SIZE_V2;
+        let sources = e0 + 4 * INDEX_ENTRY_SIZE;
+        type Mutate = fn(&mut Vec<u8>);
+        let cases: Vec<(Mutate, &str)> = vec![
+            // A delta naming a source past the table.
+            (
+                |b| b[INDEX_HEADER_SIZE_V2 + 64 + 36] = 7,
+                "names delta source 7 of 2",
+            ),
+            // A non-delta entry naming a source.
+            (|b| b[INDEX_HEADER_SIZE_V2 + 36] = 1, "names a delta source"),
+            // Sources out of order.
+            (
+                |b| {
+                    let s = INDEX_HEADER_SIZE_V2 + 4 * INDEX_ENTRY_SIZE;
+                    b[s..s + 32].copy_from_slice(&[0xff; 32]);
+                },
+                "out of order or repeated",
+            ),
+            // A delta against itself.
+            (
+                |b| {
+                    let s = INDEX_HEADER_SIZE_V2 + 4 * INDEX_ENTRY_SIZE;
+                    b[s..s + 32].copy_from_slice(&[4; 32]);
+                    b[s + 32..s + 64].copy_from_slice(&[9; 32]);
+                    // entry 2 (digest 3) → source 1 (9), entry 3 (digest 4) → source 0 (4)
+                    b[INDEX_HEADER_SIZE_V2 + 64 + 36] = 1;
+                    b[INDEX_HEADER_SIZE_V2 + 128 + 36] = 1;
+                    b[INDEX_HEADER_SIZE_V2 + 192 + 36] = 0;
+                },
+                "a delta against itself",
+            ),
+            // Overlapping entries.
+            (
+                |b| b[INDEX_HEADER_SIZE_V2 + 64 + 40..][..8].copy_from_slice(&5u64.to_le_bytes()),
+                "gap or overlap",
+            ),
+            // A dictionary entry in a bundle without a dictionary.
+            (
+                |b| {
+                    b[24..32].copy_from_slice(&0u64.to_le_bytes());
+                    b.truncate(b.len() - 12);
+                },
+                "has none",
+            ),
+            // More sources than entries.
+            (
+                |b| b[16..24].copy_from_slice(&5u64.to_le_bytes()),
+                "at most one per entry",
+            ),
+            // A dictionary over the limit.
+            (
+                |b| b[24..32].copy_from_slice(&(MAX_DICTIONARY_SIZE + 1).to_le_bytes()),
+                "more than the limit",
+            ),
+        ];
+        let _ = (e0, sources);
+        for (mutate, want) in cases {
+            let mut b = bytes.clone();
+            mutate(&mut b);
+            let err = parse_index(v2, &b, objects).unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+        // A source no delta uses.
+        let mut unused = good.clone();
+        unused[1].source = Some(Digest([8; 32]));
+        unused[2].source = Some(Digest([8; 32]));
+        let mut b = index_to_bytes(v2, &unused, &dict, 128);
+        // Put a third source in the table by hand: count 3, an extra digest.
+        b[16..24].copy_from_slice(&2u64.to_le_bytes());
+        let s = INDEX_HEADER_SIZE_V2 + 4 * INDEX_ENTRY_SIZE;
+        b.splice(s + 32..s + 32, [9u8; 32]);
+        let err = parse_index(v2, &b, objects).unwrap_err().to_string();
+        assert!(err.contains("used by no entry"), "{err}");
+    }
+
+    #[test]
+    fn v2_header_orders_regions_objects_first() {
+        let h = Header::laid_out(FORMAT_VERSION_2, 10, 20, 48, 4096, 100);
+        assert_eq!(h.objects.offset, HEADER_SIZE as u64);
+        assert_eq!(h.image.offset, HEADER_SIZE as u64 + 100);
+        assert_eq!(h.signature.end(), h.file_size());
+        let b = h.to_bytes();
+        assert_eq!(Header::parse(&b, h.file_size()).unwrap(), h);
+        // Version 1's order under a version 2 header is misplaced.
+        let mut v1 = Header::sequential(10, 20, 48, 4096, 100);
+        v1.version = FORMAT_VERSION_2;
+        let err = Header::parse(&v1.to_bytes(), v1.file_size()).unwrap_err();
+        assert!(matches!(err, LayoutError::Misplaced { .. }), "{err}");
+        // A version this build does not know says to use a newer didymos.
+        let mut v3 = h;
+        v3.version = 3;
+        let err = Header::parse(&v3.to_bytes(), h.file_size())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("use a newer didymos"), "{err}");
     }
 }

@@ -19,6 +19,7 @@ use crate::Digest;
 use crate::keyring::Keyring;
 
 pub mod create;
+pub mod delta;
 pub mod devpki;
 mod error;
 pub mod extract;
@@ -33,7 +34,7 @@ pub use error::BundleError;
 pub use manifest::{
     Manifest, ManifestBase, ManifestError, ManifestImage, ManifestObjects, ManifestRaw,
 };
-pub use read::{Bundle, VerifiedBundle};
+pub use read::{BaseBundle, Bundle, VerifiedBundle};
 pub use source::{FileSource, ReadAt};
 pub use verify::PayloadReport;
 
@@ -41,7 +42,13 @@ pub use verify::PayloadReport;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     Raw,
+    /// One zstd frame.
     Zstd,
+    /// One zstd frame made with the bundle's dictionary (container version 2).
+    ZstdDict,
+    /// A binary delta against a source object the device holds, named by
+    /// [`IndexEntry::source`] (container version 2; see [`delta`]).
+    Delta,
 }
 
 impl Encoding {
@@ -49,6 +56,8 @@ impl Encoding {
         match self {
             Encoding::Raw => "raw",
             Encoding::Zstd => "zstd",
+            Encoding::ZstdDict => "zstd+dictionary",
+            Encoding::Delta => "delta",
         }
     }
 }
@@ -58,6 +67,9 @@ impl Encoding {
 pub struct IndexEntry {
     pub digest: Digest,
     pub encoding: Encoding,
+    /// For [`Encoding::Delta`]: the object the delta applies to (an object
+    /// the device must already hold); `None` for every other encoding.
+    pub source: Option<Digest>,
     /// Offset of the stored bytes from the start of the bundle file.
     pub offset: u64,
     /// Length as stored.

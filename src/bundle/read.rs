@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
-use super::format::{self, HEADER_SIZE, Header, INDEX_ENTRY_SIZE, INDEX_HEADER_SIZE, Span};
+use super::delta::{NoSources, Sources};
+use super::format::{self, HEADER_SIZE, Header, INDEX_ENTRY_SIZE, SOURCE_ENTRY_SIZE, Span};
 use super::source::{FileSource, RangeReader, ReadAt};
 use super::{BundleError, Encoding, IndexEntry, Manifest, Region, SignerInfo};
 use crate::Digest;
@@ -41,6 +42,37 @@ fn read_span(source: &dyn ReadAt, span: Span, region: Region) -> Result<Vec<u8>,
         .read_exact_at(&mut buf, span.offset)
         .map_err(|source| BundleError::Read { region, source })?;
     Ok(buf)
+}
+
+/// The image region's bytes: as they are in container version 1; in version
+/// 2 one zstd frame, decoded into at most `size` bytes (the manifest's
+/// `image.size`, itself bounded by the image limit), which it must fill.
+fn read_image_region(
+    source: &dyn ReadAt,
+    header: &Header,
+    size: u64,
+) -> Result<Vec<u8>, BundleError> {
+    let stored = read_span(source, header.image, Region::Image)?;
+    if header.version == format::FORMAT_VERSION_1 {
+        return Ok(stored);
+    }
+    if size > format::MAX_IMAGE_SIZE {
+        return Err(BundleError::TooLarge {
+            region: Region::Image,
+            len: size,
+            limit: format::MAX_IMAGE_SIZE,
+        });
+    }
+    let image = zstd::bulk::Decompressor::new()
+        .and_then(|mut d| d.decompress(&stored, size as usize))
+        .map_err(|e| BundleError::ImageInvalid(format!("cannot decode the image region: {e}")))?;
+    if image.len() as u64 != size {
+        return Err(BundleError::ImageInvalid(format!(
+            "the image region decodes to {} bytes, the manifest says {size}",
+            image.len()
+        )));
+    }
+    Ok(image)
 }
 
 impl Bundle {
@@ -128,8 +160,9 @@ impl Bundle {
     /// manifest. For the build host (a `--base` bundle is the builder's own
     /// earlier output); devices use [`VerifiedBundle::read_image`].
     pub fn read_image_unverified(&self) -> Result<Vec<u8>, BundleError> {
-        let expected = self.manifest_unverified()?.image.digest;
-        let image = read_span(&*self.source, self.header.image, Region::Image)?;
+        let m = self.manifest_unverified()?;
+        let expected = m.image.digest;
+        let image = read_image_region(&*self.source, &self.header, m.image.size)?;
         let actual = crate::image::digest_bytes(&image);
         if actual != expected {
             return Err(BundleError::ImageDigestMismatch { expected, actual });
@@ -150,7 +183,19 @@ impl Bundle {
             signer.subject
         );
         let manifest = Manifest::parse(&self.manifest_bytes).map_err(BundleError::Manifest)?;
-        let index = self.read_index(&manifest)?;
+        let format::Index {
+            entries: index,
+            dictionary,
+        } = self.read_index(&manifest)?;
+        let dictionary = if dictionary.is_empty() {
+            None
+        } else {
+            Some(
+                zstd::dict::DecoderDictionary::try_copy(&dictionary).map_err(|e| {
+                    BundleError::IndexInvalid(format!("the compression dictionary: {e}"))
+                })?,
+            )
+        };
         let m = &manifest;
         let count = index.len() as u64;
         let size: u64 = index.iter().map(|e| e.size).sum();
@@ -159,7 +204,16 @@ impl Bundle {
             ("objects.count", m.objects.count, count),
             ("objects.size", m.objects.size, size),
             ("objects.stored-size", m.objects.stored_size, stored),
-            ("image.size", m.image.size, self.header.image.len),
+            (
+                "image.size",
+                m.image.size,
+                if self.header.version == format::FORMAT_VERSION_1 {
+                    self.header.image.len
+                } else {
+                    // Compressed: the decoded length is checked as it is read.
+                    m.image.size.min(format::MAX_IMAGE_SIZE)
+                },
+            ),
         ];
         for (what, expected, actual) in checks {
             if expected != actual {
@@ -192,6 +246,7 @@ impl Bundle {
             manifest,
             signer,
             index,
+            dictionary,
         })
     }
 
@@ -200,22 +255,14 @@ impl Bundle {
     /// anything is read), and its SHA-256, computed as it streams in chunks,
     /// must be the signed `index-sha256`. Entries are parsed as they arrive;
     /// a hash mismatch is reported before any structural problem.
-    fn read_index(&self, m: &Manifest) -> Result<Vec<IndexEntry>, BundleError> {
+    fn read_index(&self, m: &Manifest) -> Result<format::Index, BundleError> {
         let span = self.header.index;
-        let expected_len = format::index_len(m.objects.count)
-            .filter(|_| m.objects.count <= format::MAX_OBJECTS)
-            .ok_or_else(|| {
-                BundleError::IndexInvalid(format!(
-                    "the signed manifest says objects.count = {}, more than the limit of {}",
-                    m.objects.count,
-                    format::MAX_OBJECTS
-                ))
-            })?;
-        if span.len != expected_len {
+        let version = self.header.version;
+        if m.objects.count > format::MAX_OBJECTS {
             return Err(BundleError::IndexInvalid(format!(
-                "the object index region is {} bytes, but the {} objects the signed manifest \
-                 counts need {expected_len}; the bundle is damaged",
-                span.len, m.objects.count
+                "the signed manifest says objects.count = {}, more than the limit of {}",
+                m.objects.count,
+                format::MAX_OBJECTS
             )));
         }
         let read = |buf: &mut [u8], at: u64| {
@@ -226,16 +273,43 @@ impl Bundle {
                     source,
                 })
         };
+        let damaged = |expected: u64| {
+            BundleError::IndexInvalid(format!(
+                "the object index region is {} bytes, but the {} objects the signed manifest \
+                 counts need {expected}; the bundle is damaged",
+                span.len, m.objects.count
+            ))
+        };
+        let head_len = format::index_header_size(version);
+        // The smallest index the signed count allows, checked before reading.
+        let least = head_len as u64 + m.objects.count * INDEX_ENTRY_SIZE as u64;
+        if span.len < least || (version == format::FORMAT_VERSION_1 && span.len != least) {
+            return Err(damaged(least));
+        }
         let mut hasher = Sha256::new();
-        let mut head = [0u8; INDEX_HEADER_SIZE];
+        let mut head = vec![0u8; head_len];
         read(&mut head, 0)?;
-        hasher.update(head);
-        let mut parser = format::IndexParser::new(&head, self.header.objects);
+        hasher.update(&head);
+        let mut parser = format::IndexParser::new(version, &head, self.header.objects);
+        // The source table and dictionary lengths come from the (not yet
+        // hashed) index header, each bounded there (sources by the entry
+        // count, the dictionary by its limit); a mismatch with the region is
+        // reported once the hash was checked.
+        let (sources_len, dictionary_len) = match &parser {
+            Ok(p) if p.count() == m.objects.count && p.region_len() == span.len => (
+                p.source_count() * SOURCE_ENTRY_SIZE as u64,
+                p.dictionary_len(),
+            ),
+            _ => (0, span.len - least),
+        };
+        if dictionary_len > format::MAX_DICTIONARY_SIZE {
+            return Err(damaged(least));
+        }
         const ENTRIES_PER_READ: usize = 16 * 1024;
         let mut buf = vec![0u8; INDEX_ENTRY_SIZE * ENTRIES_PER_READ.min(m.objects.count as usize)];
-        let mut at = INDEX_HEADER_SIZE as u64;
-        while at < span.len {
-            let n = ((span.len - at) as usize).min(buf.len());
+        let mut at = head_len as u64;
+        while at < least {
+            let n = ((least - at) as usize).min(buf.len());
             read(&mut buf[..n], at)?;
             hasher.update(&buf[..n]);
             if let Ok(p) = parser.as_mut() {
@@ -248,6 +322,13 @@ impl Bundle {
             }
             at += n as u64;
         }
+        let mut sources = vec![0u8; sources_len as usize];
+        read(&mut sources, at)?;
+        hasher.update(&sources);
+        at += sources_len;
+        let mut dictionary = vec![0u8; (span.len - at) as usize];
+        read(&mut dictionary, at)?;
+        hasher.update(&dictionary);
         let actual = hex::encode(hasher.finalize());
         if !actual.eq_ignore_ascii_case(&m.objects.index_sha256) {
             return Err(BundleError::IndexDigestMismatch {
@@ -255,8 +336,12 @@ impl Bundle {
                 actual,
             });
         }
+        let parser = parser.map_err(|e| BundleError::IndexInvalid(e.to_string()))?;
+        if parser.count() != m.objects.count || parser.region_len() != span.len {
+            return Err(damaged(parser.region_len()));
+        }
         parser
-            .and_then(format::IndexParser::finish)
+            .finish(&sources, dictionary)
             .map_err(|e| BundleError::IndexInvalid(e.to_string()))
     }
 }
@@ -267,6 +352,8 @@ pub struct VerifiedBundle {
     manifest: Manifest,
     signer: SignerInfo,
     index: Vec<IndexEntry>,
+    /// The compression dictionary of version 2 bundles that carry one.
+    dictionary: Option<zstd::dict::DecoderDictionary<'static>>,
 }
 
 impl VerifiedBundle {
@@ -314,10 +401,10 @@ impl VerifiedBundle {
 
     /// Reads the composefs image and checks it against the manifest's digest.
     pub fn read_image(&self) -> Result<Vec<u8>, BundleError> {
-        let image = read_span(
+        let image = read_image_region(
             &*self.bundle.source,
-            self.bundle.header.image,
-            Region::Image,
+            &self.bundle.header,
+            self.manifest().image.size,
         )?;
         let actual = crate::image::digest_bytes(&image);
         let expected = self.manifest().image.digest;
@@ -327,22 +414,64 @@ impl VerifiedBundle {
         Ok(image)
     }
 
-    /// Decodes one object into `out`, computing its fs-verity digest as it
-    /// streams; fails (after writing) if the digest does not match the entry.
-    /// Callers must not make the written bytes visible before this returns Ok.
-    pub fn copy_object(&self, entry: &IndexEntry, out: &mut dyn Write) -> Result<(), BundleError> {
-        self.copy_object_from(entry, &*self.bundle.source, entry.offset, out)
+    /// The compression dictionary's size (0 without one).
+    pub fn has_dictionary(&self) -> bool {
+        self.dictionary.is_some()
     }
 
-    /// Like [`Self::copy_object`], with the entry's stored bytes read from
-    /// `source` at `at` instead of from the bundle: a copy of them received
-    /// earlier (an object a remote install spooled to disk). They are
-    /// checked exactly as bytes read from the bundle are.
+    /// The sources the delta entries need that `sources` does not hold, in
+    /// index order: (object, source).
+    pub fn missing_sources(
+        &self,
+        entries: &[IndexEntry],
+        sources: &dyn Sources,
+    ) -> Result<Vec<(Digest, Digest)>, BundleError> {
+        let mut missing = Vec::new();
+        for e in entries {
+            let Some(src) = e.source else { continue };
+            let held = sources
+                .open(&src)
+                .map_err(|err| BundleError::DeltaSourceUnreadable {
+                    digest: e.digest,
+                    source_digest: src,
+                    detail: err.to_string(),
+                })?;
+            if held.is_none() {
+                missing.push((e.digest, src));
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Decodes one object into `out` (see [`VerifiedBundle::copy_object_with`]);
+    /// a delta entry fails, since no source is given.
+    pub fn copy_object(&self, entry: &IndexEntry, out: &mut dyn Write) -> Result<(), BundleError> {
+        self.copy_object_with(entry, &NoSources, out)
+    }
+
+    /// Decodes one object into `out`, computing its fs-verity digest as it
+    /// streams; fails (after writing) if the digest does not match the entry.
+    /// A delta is decoded against its source object from `sources`. Callers
+    /// must not make the written bytes visible before this returns Ok.
+    pub fn copy_object_with(
+        &self,
+        entry: &IndexEntry,
+        sources: &dyn Sources,
+        out: &mut dyn Write,
+    ) -> Result<(), BundleError> {
+        self.copy_object_from(entry, &*self.bundle.source, entry.offset, sources, out)
+    }
+
+    /// Like [`Self::copy_object_with`], with the entry's stored bytes read
+    /// from `source` at `at` instead of from the bundle: a copy of them
+    /// received earlier (an object a remote install spooled to disk). They
+    /// are checked exactly as bytes read from the bundle are.
     pub fn copy_object_from(
         &self,
         entry: &IndexEntry,
         source: &dyn ReadAt,
         at: u64,
+        sources: &dyn Sources,
         out: &mut dyn Write,
     ) -> Result<(), BundleError> {
         // Only entries of this bundle's checked index are read.
@@ -350,6 +479,21 @@ impl VerifiedBundle {
             Some(e) if e == entry => e,
             _ => return Err(BundleError::NotInIndex(entry.digest)),
         };
+        decode_object(source, at, entry, self.dictionary.as_ref(), sources, out)
+    }
+}
+
+/// Decodes one entry of a checked index whose stored bytes are at `at` in
+/// `source` (see [`VerifiedBundle::copy_object_from`]).
+fn decode_object(
+    source: &dyn ReadAt,
+    at: u64,
+    entry: &IndexEntry,
+    dictionary: Option<&zstd::dict::DecoderDictionary<'static>>,
+    sources: &dyn Sources,
+    out: &mut dyn Write,
+) -> Result<(), BundleError> {
+    {
         let digest = entry.digest;
         let mut hasher = VerityHasher::new();
         let mut emit = |buf: &[u8]| -> Result<(), BundleError> {
@@ -364,10 +508,14 @@ impl VerifiedBundle {
             out.write_all(buf)
                 .map_err(|source| BundleError::Output { digest, source })
         };
-        let start = at;
-        let mut buf = vec![0u8; CHUNK.min(entry.size.max(1) as usize).max(4096)];
+        let decode_err = |e: std::io::Error| BundleError::ObjectDecode {
+            digest,
+            detail: e.to_string(),
+        };
         match entry.encoding {
             Encoding::Raw => {
+                let mut buf = vec![0u8; CHUNK.min(entry.size.max(1) as usize).max(4096)];
+                let start = at;
                 let mut at = 0u64;
                 while at < entry.stored_size {
                     let n = (entry.stored_size - at).min(buf.len() as u64) as usize;
@@ -381,17 +529,23 @@ impl VerifiedBundle {
                     at += n as u64;
                 }
             }
-            Encoding::Zstd => {
-                let decode_err = |e: std::io::Error| BundleError::ObjectDecode {
-                    digest,
-                    detail: e.to_string(),
+            Encoding::Zstd | Encoding::ZstdDict => {
+                let reader = std::io::BufReader::with_capacity(
+                    (entry.stored_size as usize).clamp(4096, 128 * 1024),
+                    RangeReader::new(source, at, entry.stored_size),
+                );
+                let dec = match (entry.encoding, dictionary) {
+                    (Encoding::Zstd, _) => zstd::stream::read::Decoder::with_buffer(reader),
+                    (_, Some(dict)) => {
+                        zstd::stream::read::Decoder::with_prepared_dictionary(reader, dict)
+                    }
+                    // The index parser refuses such an entry.
+                    (_, None) => return Err(BundleError::NotInIndex(digest)),
                 };
-                let reader = RangeReader::new(source, start, entry.stored_size);
-                let mut dec = zstd::stream::read::Decoder::new(reader)
-                    .map_err(decode_err)?
-                    .single_frame();
+                let mut dec = dec.map_err(decode_err)?.single_frame();
                 dec.window_log_max(ZSTD_WINDOW_LOG_MAX)
                     .map_err(decode_err)?;
+                let mut buf = vec![0u8; CHUNK.min(entry.size.max(1) as usize).max(4096)];
                 loop {
                     let n = match dec.read(&mut buf) {
                         Ok(0) => break,
@@ -401,6 +555,33 @@ impl VerifiedBundle {
                     };
                     emit(&buf[..n])?;
                 }
+            }
+            Encoding::Delta => {
+                let source_digest = entry.source.ok_or(BundleError::NotInIndex(digest))?;
+                let unreadable = |e: std::io::Error| BundleError::DeltaSourceUnreadable {
+                    digest,
+                    source_digest,
+                    detail: e.to_string(),
+                };
+                let held = sources.open(&source_digest).map_err(unreadable)?.ok_or(
+                    BundleError::DeltaSourceMissing {
+                        digest,
+                        source_digest,
+                    },
+                )?;
+                let mut reader = std::io::BufReader::with_capacity(
+                    (entry.stored_size as usize).clamp(4096, CHUNK),
+                    RangeReader::new(source, at, entry.stored_size),
+                );
+                super::delta::decode(
+                    &digest,
+                    &source_digest,
+                    &mut reader,
+                    entry.stored_size,
+                    entry.size,
+                    &*held,
+                    &mut emit,
+                )?;
             }
         }
         if hasher.len() != entry.size {
@@ -412,8 +593,104 @@ impl VerifiedBundle {
         }
         let actual = hasher.finish();
         if actual != digest {
-            return Err(BundleError::ObjectDigestMismatch { digest, actual });
+            return Err(match entry.source {
+                Some(source_digest) => BundleError::DeltaResultMismatch {
+                    digest,
+                    source_digest,
+                    actual,
+                },
+                None => BundleError::ObjectDigestMismatch { digest, actual },
+            });
         }
         Ok(())
+    }
+}
+
+/// A build host's `--base` bundle: its index, image and objects, checked
+/// against its own manifest, whose signature is *not* checked (the base is
+/// the builder's own earlier output; a device checks the result against its
+/// keyring as usual). Nothing on a device uses this.
+pub struct BaseBundle {
+    bundle: Bundle,
+    manifest: Manifest,
+    index: Vec<IndexEntry>,
+    dictionary: Option<zstd::dict::DecoderDictionary<'static>>,
+}
+
+impl Bundle {
+    /// Reads the index (checked against the unverified manifest's hash) for
+    /// use as a base on the build host.
+    pub fn into_base(self) -> Result<BaseBundle, BundleError> {
+        let manifest = self.manifest_unverified()?;
+        let format::Index {
+            entries,
+            dictionary,
+        } = self.read_index(&manifest)?;
+        let dictionary = (!dictionary.is_empty())
+            .then(|| zstd::dict::DecoderDictionary::try_copy(&dictionary))
+            .transpose()
+            .map_err(|e| BundleError::IndexInvalid(format!("the compression dictionary: {e}")))?;
+        Ok(BaseBundle {
+            bundle: self,
+            manifest,
+            index: entries,
+            dictionary,
+        })
+    }
+}
+
+impl BaseBundle {
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    /// Its object index (checked against the manifest's hash only).
+    pub fn index(&self) -> &[IndexEntry] {
+        &self.index
+    }
+    /// The size of its compression dictionary (0: none).
+    pub fn dictionary_len(&self) -> u64 {
+        self.bundle.header.index.len.saturating_sub(
+            format::index_header_size(self.bundle.header.version) as u64
+                + self.index.len() as u64 * INDEX_ENTRY_SIZE as u64
+                + self
+                    .index
+                    .iter()
+                    .filter_map(|e| e.source)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len() as u64
+                    * SOURCE_ENTRY_SIZE as u64,
+        )
+    }
+    /// The container version.
+    pub fn container_version(&self) -> u32 {
+        self.bundle.header.version
+    }
+    /// The image, checked against the manifest's digest.
+    pub fn read_image(&self) -> Result<Vec<u8>, BundleError> {
+        self.bundle.read_image_unverified()
+    }
+    /// The index entry for `digest`, if the base carries that object.
+    pub fn entry(&self, digest: &Digest) -> Option<&IndexEntry> {
+        self.index
+            .binary_search_by(|e| e.digest.cmp(digest))
+            .ok()
+            .map(|i| &self.index[i])
+    }
+    /// Decodes one of its objects, checked against its digest (a delta of
+    /// the base decodes against `sources`).
+    pub fn copy_object(
+        &self,
+        entry: &IndexEntry,
+        sources: &dyn Sources,
+        out: &mut dyn Write,
+    ) -> Result<(), BundleError> {
+        decode_object(
+            &*self.bundle.source,
+            entry.offset,
+            entry,
+            self.dictionary.as_ref(),
+            sources,
+            out,
+        )
     }
 }

@@ -31,7 +31,8 @@ pub fn resign(input: &VerifiedBundle, signer: &Signer, output: &Path) -> Result<
     }
     let signature = signer.sign(input.manifest_bytes())?;
     let old = *input.header();
-    let new = Header::sequential(
+    let new = Header::laid_out(
+        old.version,
         old.manifest.len,
         signature.len() as u64,
         old.index.len,
@@ -48,20 +49,31 @@ pub fn resign(input: &VerifiedBundle, signer: &Signer, output: &Path) -> Result<
         .map_err(werr)?;
     let f = tmp.as_file_mut();
     f.write_all(&new.to_bytes()).map_err(werr)?;
-    f.write_all(input.manifest_bytes()).map_err(werr)?;
-    f.write_all(&signature).map_err(werr)?;
-    // Index, image and objects follow each other: copy them in one go.
-    let payload = old.index.len + old.image.len + old.objects.len;
+    // The regions in the file's order; all but the signature copied as they are.
+    let mut regions = [
+        (new.manifest, old.manifest),
+        (new.signature, old.signature),
+        (new.index, old.index),
+        (new.image, old.image),
+        (new.objects, old.objects),
+    ];
+    regions.sort_by_key(|(n, _)| n.offset);
     let source = input.source();
     let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    while at < payload {
-        let n = (payload - at).min(buf.len() as u64) as usize;
-        source
-            .read_exact_at(&mut buf[..n], old.index.offset + at)
-            .map_err(werr)?;
-        f.write_all(&buf[..n]).map_err(werr)?;
-        at += n as u64;
+    for (region, from) in regions {
+        if region == new.signature {
+            f.write_all(&signature).map_err(werr)?;
+            continue;
+        }
+        let mut at = 0u64;
+        while at < region.len {
+            let n = (region.len - at).min(buf.len() as u64) as usize;
+            source
+                .read_exact_at(&mut buf[..n], from.offset + at)
+                .map_err(werr)?;
+            f.write_all(&buf[..n]).map_err(werr)?;
+            at += n as u64;
+        }
     }
     f.sync_all().map_err(werr)?;
     tmp.persist(output).map_err(|e| werr(e.error))?;

@@ -74,9 +74,22 @@ pub struct CreateArgs {
     /// A build identifier (with --oci, default: the org.opencontainers.image.revision label).
     #[arg(long, default_value = "")]
     build: String,
-    /// Make a delta bundle leaving out objects this bundle or composefs image already has (repeatable).
-    #[arg(long, value_name = "BUNDLE|IMAGE")]
+    /// Make a delta bundle leaving out objects this bundle or composefs image
+    /// already has, and storing changed files as binary deltas against the
+    /// base's objects where that is smaller (repeatable). A base is a bundle,
+    /// a composefs image with its objects beside it (as `bundle extract`
+    /// writes them), or such a directory.
+    #[arg(long, value_name = "BUNDLE|IMAGE|DIR")]
     base: Vec<PathBuf>,
+    /// With --base: leave changed files whole (file-level delta only).
+    #[arg(long)]
+    no_object_deltas: bool,
+    /// zstd level of object deltas.
+    #[arg(long, default_value_t = create::DEFAULT_DELTA_LEVEL)]
+    delta_level: i32,
+    /// Do not train a compression dictionary for small objects.
+    #[arg(long)]
+    no_dictionary: bool,
     /// Add a raw image for the `raw` slots of a slot class, e.g. `bootloader=u-boot.img`
     /// (repeatable; always carried whole, also in delta bundles).
     #[arg(long, value_name = "CLASS=FILE", value_parser = parse_raw)]
@@ -182,6 +195,10 @@ pub struct VerifyArgs {
 pub struct ExtractArgs {
     #[command(flatten)]
     keyring: KeyringArgs,
+    /// Where the sources of a delta bundle's deltas are, besides DIR/objects
+    /// (a bundle, or an image with its objects beside it; repeatable).
+    #[arg(long, value_name = "BUNDLE|IMAGE|DIR")]
+    base: Vec<PathBuf>,
     bundle: PathBuf,
     /// Destination: gets image.cfs and objects/xx/<62 hex>.
     dir: PathBuf,
@@ -280,6 +297,9 @@ fn create_cmd(a: CreateArgs) -> anyhow::Result<ExitCode> {
         created: source_date_epoch()?,
         zstd_level: a.zstd_level,
         threads: a.threads,
+        object_deltas: !a.no_object_deltas,
+        delta_level: a.delta_level,
+        dictionary: !a.no_dictionary,
     };
     let s = create::create(&opts)
         .with_context(|| format!("cannot create bundle {}", a.output.display()))?;
@@ -303,6 +323,18 @@ fn create_cmd(a: CreateArgs) -> anyhow::Result<ExitCode> {
         m.objects.referenced,
         s.objects_in_base
     );
+    if s.deltas.count > 0 {
+        println!(
+            "  deltas     {} objects ({} bytes) stored as {} bytes of deltas against the base",
+            s.deltas.count, s.deltas.size, s.deltas.stored
+        );
+    }
+    if s.dictionary > 0 {
+        println!(
+            "  dictionary {} bytes, for {} small objects",
+            s.dictionary, s.dictionary_objects
+        );
+    }
     for r in &m.raw {
         println!(
             "  raw        {} {} ({} bytes, sha256 {})",
@@ -349,6 +381,12 @@ fn verify_cmd(a: VerifyArgs, global: &Global) -> anyhow::Result<ExitCode> {
         "  objects    {} checked ({} bytes), {} referenced",
         report.checked, report.bytes, report.referenced
     );
+    if report.deltas > 0 {
+        println!(
+            "  deltas     {} not decoded: their results are checked where their sources are (install, extract)",
+            report.deltas
+        );
+    }
     for r in &v.manifest().raw {
         println!("  raw        {} {} ({} bytes)", r.class, r.digest, r.size);
     }
@@ -357,7 +395,21 @@ fn verify_cmd(a: VerifyArgs, global: &Global) -> anyhow::Result<ExitCode> {
 
 fn extract_cmd(a: ExtractArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let v = open_verified(&a.bundle, &a.keyring, global)?;
-    let s = extract::extract(&v, &a.dir).with_context(|| {
+    let bases = if a.base.is_empty() {
+        None
+    } else {
+        std::fs::create_dir_all(&a.dir)
+            .with_context(|| format!("cannot create {}", a.dir.display()))?;
+        Some(create::Bases::load(&a.base, &a.dir)?)
+    };
+    let s = extract::extract(
+        &v,
+        &a.dir,
+        bases
+            .as_ref()
+            .map(|b| b as &dyn didymos::bundle::delta::Sources),
+    )
+    .with_context(|| {
         format!(
             "cannot extract {} into {}",
             a.bundle.display(),

@@ -129,14 +129,22 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    // The index (checked against the manifest's hash) says how objects are
+    // stored; a bundle whose index does not read shows none of it.
+    let payload = open()
+        .ok()
+        .and_then(|b| b.into_base().ok())
+        .filter(|b| b.manifest() == &manifest)
+        .map(|b| Payload::of(&b));
+    let payload = payload.as_ref();
     match args.output_format {
         Format::Readable => print!(
             "{}",
-            readable(&shown, &manifest, file_size, &verdict, for_device)
+            readable(&shown, &manifest, file_size, &verdict, for_device, payload)
         ),
         Format::Json => println!(
             "{}",
-            json(&shown, &manifest, file_size, &verdict, for_device)
+            json(&shown, &manifest, file_size, &verdict, for_device, payload)
         ),
     }
     Ok(match verdict {
@@ -145,12 +153,42 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// How the objects are stored, from the index.
+struct Payload {
+    container: u32,
+    dictionary: u64,
+    dictionary_objects: u64,
+    /// (object, source, size, stored size) of each delta.
+    deltas: Vec<(didymos::Digest, didymos::Digest, u64, u64)>,
+}
+
+impl Payload {
+    fn of(b: &didymos::bundle::BaseBundle) -> Self {
+        use didymos::bundle::Encoding;
+        Payload {
+            container: b.container_version(),
+            dictionary: b.dictionary_len(),
+            dictionary_objects: b
+                .index()
+                .iter()
+                .filter(|e| e.encoding == Encoding::ZstdDict)
+                .count() as u64,
+            deltas: b
+                .index()
+                .iter()
+                .filter_map(|e| e.source.map(|s| (e.digest, s, e.size, e.stored_size)))
+                .collect(),
+        }
+    }
+}
+
 fn readable(
     what: &str,
     m: &Manifest,
     file_size: u64,
     verdict: &Verdict,
     for_device: Option<DeviceSize>,
+    payload: Option<&Payload>,
 ) -> String {
     let mut s = String::new();
     let mut line = |k: &str, v: String| s.push_str(&format!("{k:<14}{v}\n"));
@@ -206,6 +244,44 @@ fn readable(
             line("Base image:", format!("{}{v}", b.image));
         }
     }
+    if let Some(p) = payload {
+        line("Container:", format!("version {}", p.container));
+        if p.dictionary > 0 {
+            line(
+                "Dictionary:",
+                format!(
+                    "{} bytes, used by {} small objects",
+                    p.dictionary, p.dictionary_objects
+                ),
+            );
+        }
+        if !p.deltas.is_empty() {
+            let size: u64 = p.deltas.iter().map(|d| d.2).sum();
+            let stored: u64 = p.deltas.iter().map(|d| d.3).sum();
+            let sources: std::collections::BTreeSet<_> = p.deltas.iter().map(|d| d.1).collect();
+            line(
+                "Deltas:",
+                format!(
+                    "{} objects ({size} bytes) stored as {stored} bytes of deltas, {} bytes saved",
+                    p.deltas.len(),
+                    size.saturating_sub(stored)
+                ),
+            );
+            line(
+                "Sources:",
+                format!(
+                    "{} objects the device must hold (from the base images)",
+                    sources.len()
+                ),
+            );
+            for (d, s, _, _) in p.deltas.iter().take(3) {
+                line("", format!("{d} from {s}"));
+            }
+            if p.deltas.len() > 3 {
+                line("", format!("… and {} more", p.deltas.len() - 3));
+            }
+        }
+    }
     for r in &m.raw {
         line(
             "Raw image:",
@@ -246,6 +322,7 @@ fn json(
     file_size: u64,
     verdict: &Verdict,
     for_device: Option<DeviceSize>,
+    payload: Option<&Payload>,
 ) -> String {
     let (verified, signer, error) = match verdict {
         Verdict::Skipped => (
@@ -267,6 +344,11 @@ fn json(
         "size": file_size,
         "manifest": m,
         "delta": m.is_delta(),
+        "container": payload.map(|p| p.container),
+        "dictionary": payload.map(|p| serde_json::json!({"size": p.dictionary, "objects": p.dictionary_objects})),
+        "object-deltas": payload.map(|p| p.deltas.iter().map(|(d, s, size, stored)| serde_json::json!({
+            "object": d.to_hex(), "source": s.to_hex(), "size": size, "stored-size": stored,
+        })).collect::<Vec<_>>()),
         "verified": verified,
         "signer": signer,
         "error": error,

@@ -26,6 +26,31 @@ impl ImageTree {
             .map_err(|e| ImageError::Invalid(format!("{e:#}")))
     }
 
+    /// Every regular file of the image that is an object: its path (relative
+    /// to the root), digest and size, in path order.
+    pub fn objects(&self) -> Vec<(std::path::PathBuf, Digest, u64)> {
+        use composefs::generic_tree::{Inode, LeafContent};
+        let mut out = Vec::new();
+        let mut stack = vec![(std::path::PathBuf::new(), &self.0.root)];
+        while let Some((at, dir)) = stack.pop() {
+            for (name, inode) in dir.sorted_entries() {
+                let path = at.join(name);
+                match inode {
+                    Inode::Directory(d) => stack.push((path, d)),
+                    Inode::Leaf(id, _) => {
+                        if let LeafContent::Regular(f) = &self.0.leaves[id.0].content
+                            && let FileContent::Object { digest, size } = file_content(f)
+                        {
+                            out.push((path, digest, size));
+                        }
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// The regular files at `path` (relative to the image root): the file
     /// itself, or every regular file below it if it is a directory, with
     /// their paths relative to `path`'s parent. Symlinks are followed inside

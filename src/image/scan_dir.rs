@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use composefs::generic_tree::{self, Inode, LeafContent, LeafId, Stat};
 
@@ -26,6 +26,7 @@ pub fn scan_directory(root: &Path, sink: &mut Sink<'_>) -> Result<SourceTree, Im
     }
     let mut tree = SourceTree::new(read_stat(root, &meta)?);
     let mut scanner = Scanner {
+        root: root.to_owned(),
         links: HashMap::new(),
     };
     let mut top = generic_tree::Directory::new(read_stat(root, &meta)?);
@@ -36,6 +37,8 @@ pub fn scan_directory(root: &Path, sink: &mut Sink<'_>) -> Result<SourceTree, Im
 }
 
 struct Scanner {
+    /// The directory scanned (paths handed to the sink are relative to it).
+    root: PathBuf,
     /// (device, inode) of files seen with more than one link.
     links: HashMap<(u64, u64), LeafId>,
 }
@@ -76,6 +79,7 @@ impl Scanner {
             let id = if ft.is_file() {
                 let size = meta.len();
                 tree.regular(
+                    child.strip_prefix(&self.root).unwrap_or(&child),
                     st,
                     size,
                     || read_small(&child, size),

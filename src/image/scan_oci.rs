@@ -186,16 +186,20 @@ impl OciTreeBuilder {
                         FileData::Temp(f) => f.metadata().map_err(|e| err(&e))?.len(),
                         FileData::Path(_) => unreachable!("layer entries are never paths"),
                     };
-                    let id = match data {
-                        FileData::Bytes(b) if actual <= super::INLINE_MAX => {
-                            self.tree
-                                .regular(st, actual, || Ok(b), || unreachable!(), sink)?
-                        }
-                        data => {
-                            self.tree
-                                .regular(st, actual, || unreachable!(), || Ok(data), sink)?
-                        }
-                    };
+                    let id =
+                        match data {
+                            FileData::Bytes(b) if actual <= super::INLINE_MAX => self
+                                .tree
+                                .regular(&path, st, actual, || Ok(b), || unreachable!(), sink)?,
+                            data => self.tree.regular(
+                                &path,
+                                st,
+                                actual,
+                                || unreachable!(),
+                                || Ok(data),
+                                sink,
+                            )?,
+                        };
                     Inode::leaf(id)
                 }
                 EntryType::Link => {

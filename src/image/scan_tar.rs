@@ -124,6 +124,7 @@ fn scan_tar_reader(
         let leaf_name: &OsStr = leaf_name;
         let id = match kind {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let rel: std::path::PathBuf = parts.iter().collect();
                 let size = entry.size();
                 let data = read_member(&mut entry, size).map_err(|e| err(&e))?;
                 let actual = match &data {
@@ -133,9 +134,9 @@ fn scan_tar_reader(
                 };
                 match data {
                     FileData::Bytes(b) if actual <= super::INLINE_MAX => {
-                        tree.regular(st, actual, || Ok(b), || unreachable!(), sink)?
+                        tree.regular(&rel, st, actual, || Ok(b), || unreachable!(), sink)?
                     }
-                    data => tree.regular(st, actual, || unreachable!(), || Ok(data), sink)?,
+                    data => tree.regular(&rel, st, actual, || unreachable!(), || Ok(data), sink)?,
                 }
             }
             EntryType::Link => {
@@ -413,7 +414,7 @@ mod tests {
             let err = scan_tar_reader(
                 Box::new(io::Cursor::new(archive)),
                 Path::new("cut.tar"),
-                &mut |_, _, _| Ok(()),
+                &mut |_, _, _, _| Ok(()),
             )
             .err()
             .expect("a truncated archive is refused");

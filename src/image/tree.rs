@@ -55,8 +55,9 @@ pub struct SourceTree {
     pub stats: TreeStats,
 }
 
-/// Called for every large file found: job number, size, contents.
-pub type Sink<'a> = dyn FnMut(usize, u64, FileData) -> Result<(), ImageError> + 'a;
+/// Called for every large file found: job number, its path in the tree
+/// (relative, without a leading `/`), size, contents.
+pub type Sink<'a> = dyn FnMut(usize, &Path, u64, FileData) -> Result<(), ImageError> + 'a;
 
 impl SourceTree {
     pub(crate) fn new(root: Stat) -> Self {
@@ -75,6 +76,7 @@ impl SourceTree {
     /// Adds a regular file; large ones become a job handed to `sink`.
     pub(crate) fn regular(
         &mut self,
+        path: &Path,
         stat: Stat,
         size: u64,
         small: impl FnOnce() -> Result<Vec<u8>, ImageError>,
@@ -91,7 +93,7 @@ impl SourceTree {
             self.stats.external_bytes += size;
             let job = self.jobs;
             self.jobs += 1;
-            sink(job, size, large()?)?;
+            sink(job, path, size, large()?)?;
             Pending::External { job, size }
         };
         Ok(self.fs.push_leaf(stat, LeafContent::Regular(content)))

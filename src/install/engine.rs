@@ -253,12 +253,17 @@ pub fn install(
             lacking[0]
         )));
     }
-    let to_write: Vec<_> = bundle
+    let mut to_write: Vec<_> = bundle
         .index()
         .iter()
         .filter(|e| needed.contains(&e.digest))
         .cloned()
         .collect();
+    // In the order they lie in the bundle (container version 2 does not keep
+    // them in digest order): sequential reads, and over HTTP the order the
+    // prefetcher fetches them in.
+    to_write.sort_by_key(|e| e.offset);
+    check_delta_sources(&store, &present, &to_write)?;
     let raw_plan = super::raw::plan(config, target, &bundle)?;
     let boot_plan = super::boot_files::plan(target, &image)?;
     if !skip_space_check() {
@@ -427,11 +432,14 @@ fn write_slot(
         }
         let mut source_error = None;
         let added = fetch.write_object(r.cancel, entry, &mut batch, &mut |src, at, w| {
-            bundle.copy_object_from(entry, src, at, w).map_err(|e| {
-                let message = e.to_string();
-                source_error = Some(e);
-                StoreError::Source(message)
-            })
+            let mut w = DeltaFailpoint::wrap(entry, w);
+            bundle
+                .copy_object_from(entry, src, at, store, &mut w)
+                .map_err(|e| {
+                    let message = e.to_string();
+                    source_error = Some(e);
+                    StoreError::Source(message)
+                })
         });
         match added {
             Ok(n) => written += n,
@@ -538,6 +546,108 @@ fn write_slot(
     }
     failpoint("boot-files-written");
     Ok((written, to_write.len() as u64))
+}
+
+/// Refuses, before anything is written, a bundle whose deltas need source
+/// objects the store lacks or holds damaged (a delta decodes only against the
+/// exact bytes it was made from; the result is checked against its digest
+/// anyway). The sources are objects of the installed slots, which nothing
+/// removes before the new slot is active.
+fn check_delta_sources(
+    store: &Store,
+    present: &BTreeSet<Digest>,
+    to_write: &[crate::bundle::IndexEntry],
+) -> Result<(), InstallError> {
+    let deltas: Vec<(Digest, Digest)> = to_write
+        .iter()
+        .filter_map(|e| e.source.map(|s| (e.digest, s)))
+        .collect();
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let missing: Vec<&(Digest, Digest)> = deltas
+        .iter()
+        .filter(|(_, s)| !present.contains(s))
+        .collect();
+    let held: BTreeSet<Digest> = deltas
+        .iter()
+        .map(|(_, s)| *s)
+        .filter(|s| present.contains(s))
+        .collect();
+    let damaged = store.damaged_objects(&held);
+    let bad: Vec<&(Digest, Digest)> = deltas.iter().filter(|(_, s)| damaged.contains(s)).collect();
+    let list = |v: &[&(Digest, Digest)]| {
+        v.iter()
+            .take(3)
+            .map(|(d, s)| format!("{d} (delta against {s})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !missing.is_empty() {
+        return Err(InstallError::MissingBaseObjects(format!(
+            "{} object(s) of the bundle are deltas against objects this device does not hold \
+             ({}{}); the bundle was built with --base of a version this device does not have; \
+             install a full bundle, or one built with --base of the installed version",
+            missing.len(),
+            list(&missing),
+            if missing.len() > 3 { ", …" } else { "" }
+        )));
+    }
+    if !bad.is_empty() {
+        return Err(InstallError::MissingBaseObjects(format!(
+            "{} object(s) of the bundle are deltas against objects that are damaged on this \
+             device ({}{}); run `didymos fsck --repair`, then install a full bundle",
+            bad.len(),
+            list(&bad),
+            if bad.len() > 3 { ", …" } else { "" }
+        )));
+    }
+    Ok(())
+}
+
+/// Test-only: `DIDYMOS_FAILPOINT=delta-half-decoded` ends the process (as a
+/// power cut) once half of the first delta object's bytes are in its
+/// temporary file; `delta-decode-pause` instead prints
+/// `didymos: delta-decode-pause` and sleeps 60 s there, so a test can kill it.
+struct DeltaFailpoint<'a> {
+    inner: &'a mut dyn std::io::Write,
+    armed: Option<u64>,
+    written: u64,
+}
+
+impl<'a> DeltaFailpoint<'a> {
+    fn wrap(entry: &crate::bundle::IndexEntry, inner: &'a mut dyn std::io::Write) -> Self {
+        let armed =
+            (cfg!(feature = "failpoints") && entry.source.is_some()).then_some(entry.size / 2);
+        DeltaFailpoint {
+            inner,
+            armed,
+            written: 0,
+        }
+    }
+}
+
+impl std::io::Write for DeltaFailpoint<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        if let Some(half) = self.armed
+            && self.written >= half
+        {
+            self.armed = None;
+            self.inner.flush()?;
+            failpoint("delta-half-decoded");
+            #[cfg(feature = "failpoints")]
+            if std::env::var("DIDYMOS_FAILPOINT").is_ok_and(|v| v == "delta-decode-pause") {
+                eprintln!("didymos: delta-decode-pause");
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Picks the slot to install into: never the booted one; when the system was

@@ -345,8 +345,14 @@ pub fn size_for_device(
                 || raw.contains(&e.digest)
         })
         .collect();
+    // The image region as stored (compressed in container version 2).
+    let image_download = if image_new > 0 {
+        bundle.header().image.len
+    } else {
+        0
+    };
     Ok(DeviceSize {
-        download: image_new + needed.iter().map(|e| e.stored_size).sum::<u64>(),
+        download: image_download + needed.iter().map(|e| e.stored_size).sum::<u64>(),
         write: image_new + needed.iter().map(|e| e.size).sum::<u64>(),
         objects: needed.len() as u64,
     })

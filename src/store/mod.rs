@@ -637,6 +637,21 @@ impl<W: Write> Write for NoSpaceWatch<W> {
     }
 }
 
+/// The store is where a device finds the sources of a bundle's deltas: the
+/// objects of its installed slots.
+impl crate::bundle::delta::Sources for Store {
+    fn open(
+        &self,
+        digest: &Digest,
+    ) -> io::Result<Option<Box<dyn crate::bundle::delta::SourceObject>>> {
+        match File::open(self.object_path(digest)) {
+            Ok(f) => Ok(Some(Box::new(f))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// The directory under `tmp/` that [`Store::clean_tmp`] keeps.
 const PARTIAL_DIR: &str = "partial";
 

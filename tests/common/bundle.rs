@@ -291,7 +291,8 @@ pub fn with_inflated_index(good: &Path, out: &Path, index_len: u64) {
     let b = didymos::bundle::Bundle::open(good).unwrap();
     let h = *b.header();
     let region = |s: didymos::bundle::format::Span| &bytes[s.offset as usize..s.end() as usize];
-    let new = didymos::bundle::format::Header::sequential(
+    let new = didymos::bundle::format::Header::laid_out(
+        h.version,
         h.manifest.len,
         h.signature.len,
         index_len,
