@@ -24,3 +24,42 @@ pub mod http;
 pub mod installer;
 pub mod plan;
 pub mod state;
+pub mod ddi;
+pub mod reboot;
+pub mod source;
+pub mod step;
+pub mod strategy;
+pub mod daemon;
+
+/// A report as the lines `agent check` and `didymos status` print.
+pub fn status_lines(r: &state::Report) -> Vec<String> {
+    let mut out = vec![
+        format!("last check:  {}", r.at),
+        format!("found:       {}", r.outcome),
+        format!("next step:   {}", r.next_step),
+        format!("reason:      {}", r.reason),
+    ];
+    if let Some(t) = r.next_check {
+        out.push(format!("next check:  {t}"));
+    }
+    out
+}
+
+/// This device's id: `/etc/machine-id`, or a random one the agent made
+/// once and keeps in its state.
+pub fn device_id(state: &mut state::AgentState) -> String {
+    if let Ok(id) = std::fs::read_to_string("/etc/machine-id") {
+        let id = id.trim();
+        if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return id.to_owned();
+        }
+    }
+    if let Some(id) = &state.device_id {
+        return id.clone();
+    }
+    let mut b = [0u8; 16];
+    openssl::rand::rand_bytes(&mut b).expect("OpenSSL's random generator");
+    let id = hex::encode(b);
+    state.device_id = Some(id.clone());
+    id
+}
