@@ -36,7 +36,10 @@ impl Clock {
                 .ok()
                 .and_then(|t| t.trim().parse().ok())
                 .unwrap_or_else(|| {
-                    log::warn!("{} holds no RFC 3339 time; using the real clock", p.display());
+                    log::warn!(
+                        "{} holds no RFC 3339 time; using the real clock",
+                        p.display()
+                    );
                     Timestamp::now()
                 }),
         }
@@ -52,7 +55,11 @@ pub struct AgentIface {
 
 impl AgentIface {
     fn last<T>(&self, f: impl FnOnce(&Report) -> T) -> Option<T> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(f)
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(f)
     }
 }
 
@@ -81,7 +88,11 @@ impl AgentIface {
         let until = now
             .checked_add(jiff::SignedDuration::from_secs(seconds.min(max) as i64))
             .unwrap_or(now);
-        let mut c = self.agent.controls.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self
+            .agent
+            .controls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         c.defer = (seconds > 0).then(|| (until, who.clone(), why.clone()));
         log::info!("reboot deferred by {who} until {until}: {why}");
         until.to_string()
@@ -94,7 +105,8 @@ impl AgentIface {
 
     #[zbus(property)]
     fn last_check(&self) -> String {
-        self.last(|r| format!("{}: {}", r.at, r.outcome)).unwrap_or_default()
+        self.last(|r| format!("{}: {}", r.at, r.outcome))
+            .unwrap_or_default()
     }
     #[zbus(property)]
     fn next_step(&self) -> String {
@@ -165,7 +177,12 @@ pub async fn run(agent: Agent, clock: Clock, once: bool) -> Result<(), String> {
                 }
             }
         };
-        log::info!("{}; next: {}; because {}", report.outcome, report.next_step, report.reason);
+        log::info!(
+            "{}; next: {}; because {}",
+            report.outcome,
+            report.next_step,
+            report.reason
+        );
         if once {
             println!("{}", super::status_lines(&report).join("\n"));
             return Ok(());

@@ -79,7 +79,10 @@ struct Polling {
 
 /// `HH:MM:SS` as DDI writes the polling interval.
 pub fn parse_sleep(text: &str) -> Option<std::time::Duration> {
-    let parts: Vec<u64> = text.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let parts: Vec<u64> = text
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
     let [h, m, s] = parts[..] else { return None };
     (m < 60 && s < 60).then(|| std::time::Duration::from_secs(h * 3600 + m * 60 + s))
 }
@@ -96,7 +99,11 @@ pub fn parse_poll(body: &[u8], url: &str) -> Result<Poll, DdiError> {
         url: url.to_owned(),
         detail: e.to_string(),
     })?;
-    let link = |name: &str| b.links.get(name).map(|h| (action_id(&h.href), h.href.clone()));
+    let link = |name: &str| {
+        b.links
+            .get(name)
+            .map(|h| (action_id(&h.href), h.href.clone()))
+    };
     Ok(Poll {
         sleep: b
             .config
@@ -187,12 +194,11 @@ impl Ddi {
             Some(Token::Target(p)) => ("TargetToken", p),
             Some(Token::Gateway(p)) => ("GatewayToken", p),
         };
-        let text = crate::util::read_bounded_to_string(path, MAX_TOKEN).map_err(|e| {
-            DdiError::Token {
+        let text =
+            crate::util::read_bounded_to_string(path, MAX_TOKEN).map_err(|e| DdiError::Token {
                 path: path.display().to_string(),
                 detail: e.to_string(),
-            }
-        })?;
+            })?;
         let token = text.trim();
         if token.is_empty() || token.chars().any(|c| c.is_control()) {
             return Err(DdiError::Token {
@@ -226,10 +232,18 @@ impl Ddi {
         Ok(r.body)
     }
 
-    fn send(&self, what: &'static str, method: &'static str, url: &str, body: &serde_json::Value) -> Result<(), DdiError> {
+    fn send(
+        &self,
+        what: &'static str,
+        method: &'static str,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), DdiError> {
         let headers = self.headers()?;
         let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let r = self.http.send_json(method, url, &refs, body, MAX_DDI_BODY)?;
+        let r = self
+            .http
+            .send_json(method, url, &refs, body, MAX_DDI_BODY)?;
         if !r.ok() {
             return Err(DdiError::Status {
                 what,
@@ -254,7 +268,12 @@ impl Ddi {
             .map(|(k, v)| ((*k).to_owned(), json!(v)))
             .collect();
         let url = format!("{}/configData", self.base);
-        self.send("config data", "PUT", &url, &json!({"mode": "merge", "data": data}))
+        self.send(
+            "config data",
+            "PUT",
+            &url,
+            &json!({"mode": "merge", "data": data}),
+        )
     }
 
     pub fn deployment(&self, href: &str) -> Result<Deployment, DdiError> {
@@ -264,7 +283,12 @@ impl Ddi {
 
     /// Feedback on a deployment (or, for [`Feedback::Canceled`], on a
     /// `cancelAction`), with `details` lines the server shows.
-    pub fn feedback(&self, action: &str, feedback: Feedback, details: &[String]) -> Result<(), DdiError> {
+    pub fn feedback(
+        &self,
+        action: &str,
+        feedback: Feedback,
+        details: &[String],
+    ) -> Result<(), DdiError> {
         let (resource, execution, finished, progress) = match feedback {
             Feedback::Proceeding(p) => ("deploymentBase", "proceeding", "none", Some(p)),
             Feedback::Success => ("deploymentBase", "closed", "success", None),
@@ -286,10 +310,11 @@ impl Ddi {
     /// The action a `cancelAction` resource names.
     pub fn cancel_target(&self, href: &str) -> Result<String, DdiError> {
         let body = self.get("cancel action", href)?;
-        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| DdiError::Malformed {
-            url: href.to_owned(),
-            detail: e.to_string(),
-        })?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| DdiError::Malformed {
+                url: href.to_owned(),
+                detail: e.to_string(),
+            })?;
         match &v["cancelAction"]["stopId"] {
             serde_json::Value::String(s) => Ok(s.clone()),
             serde_json::Value::Number(n) => Ok(n.to_string()),
@@ -326,12 +351,22 @@ mod tests {
         assert!(!d.window_open);
         assert_eq!(d.update, "attempt");
 
-        assert!(parse_deployment(br#"{"id":1,"deployment":{"chunks":[]}}"#, "u")
-            .unwrap_err()
-            .to_string()
-            .contains("no chunks"));
-        assert!(parse_poll(b"<html>", "u").unwrap_err().to_string().contains("not what DDI"));
-        assert_eq!(parse_sleep("12:00:01"), Some(std::time::Duration::from_secs(43201)));
+        assert!(
+            parse_deployment(br#"{"id":1,"deployment":{"chunks":[]}}"#, "u")
+                .unwrap_err()
+                .to_string()
+                .contains("no chunks")
+        );
+        assert!(
+            parse_poll(b"<html>", "u")
+                .unwrap_err()
+                .to_string()
+                .contains("not what DDI")
+        );
+        assert_eq!(
+            parse_sleep("12:00:01"),
+            Some(std::time::Duration::from_secs(43201))
+        );
         assert_eq!(parse_sleep("00:61:00"), None);
     }
 }

@@ -20,16 +20,16 @@
 
 pub mod channel;
 pub mod config;
+pub mod daemon;
+pub mod ddi;
 pub mod http;
 pub mod installer;
 pub mod plan;
-pub mod state;
-pub mod ddi;
 pub mod reboot;
 pub mod source;
+pub mod state;
 pub mod step;
 pub mod strategy;
-pub mod daemon;
 
 /// A report as the lines `agent check` and `didymos status` print.
 pub fn status_lines(r: &state::Report) -> Vec<String> {

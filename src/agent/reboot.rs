@@ -22,7 +22,11 @@ pub struct Hold {
 
 impl std::fmt::Display for Hold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {:?} ({}: {:?})", self.source, self.who, "why", self.why)
+        write!(
+            f,
+            "{} {:?} ({}: {:?})",
+            self.source, self.who, "why", self.why
+        )
     }
 }
 
@@ -127,7 +131,9 @@ pub async fn reboot(command: Option<&[String]>, conn: &zbus::Connection) -> Resu
     if let Some(cmd) = command {
         let argv = cmd.to_vec();
         let status = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(&argv[0]).args(&argv[1..]).status()
+            std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .status()
         })
         .await
         .map_err(|e| e.to_string())?

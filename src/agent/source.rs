@@ -22,7 +22,9 @@ fn file_path(s: &str) -> Option<PathBuf> {
 /// The channel file's bytes.
 pub fn fetch(http: &Http, location: &str) -> Result<Vec<u8>, String> {
     if is_url(location) {
-        let r = http.get(location, &[], MAX_FILE).map_err(|e| e.to_string())?;
+        let r = http
+            .get(location, &[], MAX_FILE)
+            .map_err(|e| e.to_string())?;
         if !r.ok() {
             return Err(format!(
                 "GET {location}: the server answered {}; check [updates] channel",

@@ -87,7 +87,13 @@ pub struct Agent {
     config_sent: AtomicBool,
 }
 
-fn report(now: Timestamp, outcome: String, next_step: String, reason: String, next: Option<Timestamp>) -> Report {
+fn report(
+    now: Timestamp,
+    outcome: String,
+    next_step: String,
+    reason: String,
+    next: Option<Timestamp>,
+) -> Report {
     Report {
         at: now,
         outcome,
@@ -127,7 +133,10 @@ impl Agent {
     fn ddi(&self) -> Option<Ddi> {
         match &self.cfg.source {
             Source::Hawkbit(h) => {
-                let id = h.controller_id.clone().unwrap_or_else(|| self.device_id.clone());
+                let id = h
+                    .controller_id
+                    .clone()
+                    .unwrap_or_else(|| self.device_id.clone());
                 Some(Ddi::new(self.http.clone(), h, &id))
             }
             _ => None,
@@ -156,7 +165,12 @@ impl Agent {
         Ok(r)
     }
 
-    async fn step_with(&self, state: &mut AgentState, now: Timestamp, mode: Mode) -> Result<Report, AgentError> {
+    async fn step_with(
+        &self,
+        state: &mut AgentState,
+        now: Timestamp,
+        mode: Mode,
+    ) -> Result<Report, AgentError> {
         if !self.cfg.enabled {
             return Ok(report(
                 now,
@@ -188,7 +202,8 @@ impl Agent {
         match &self.cfg.source {
             Source::None => unreachable!("enabled implies a source"),
             Source::Channel { location, keyring } => {
-                self.channel_step(state, &dev, location, keyring, now, mode).await
+                self.channel_step(state, &dev, location, keyring, now, mode)
+                    .await
             }
             Source::Hawkbit(_) => self.ddi_step(state, &dev, now, mode).await,
         }
@@ -208,13 +223,16 @@ impl Agent {
         let bytes = blocking(move || super::source::fetch(&http, &loc))
             .await
             .map_err(AgentError)?;
-        let keyring = crate::keyring::Keyring::load(keyring).map_err(|e| {
-            AgentError(format!("cannot load the channel keyring: {e}"))
-        })?;
+        let keyring = crate::keyring::Keyring::load(keyring)
+            .map_err(|e| AgentError(format!("cannot load the channel keyring: {e}")))?;
         let verified = VerifiedChannel::verify(&bytes, &keyring, location)
             .map_err(|e| AgentError(e.to_string()))?;
         verified
-            .check_fresh(now, state.channel_sequences.get(location).copied(), location)
+            .check_fresh(
+                now,
+                state.channel_sequences.get(location).copied(),
+                location,
+            )
             .map_err(|e| AgentError(e.to_string()))?;
         let channel = verified.channel();
         if mode == Mode::Act {
@@ -279,12 +297,24 @@ impl Agent {
                     holds_lock: false,
                 };
                 let transaction = format!("didymos-agent {name} {}", release.version);
-                self.install(state, pending, &locations, &transaction, &[], None, now, why)
-                    .await?
+                self.install(
+                    state,
+                    pending,
+                    &locations,
+                    &transaction,
+                    &[],
+                    None,
+                    now,
+                    why,
+                )
+                .await?
             }
             Next::Wait { release, from, at } => report(
                 now,
-                format!("{from} -> {} is rolling out; not this device's turn yet", release.version),
+                format!(
+                    "{from} -> {} is rolling out; not this device's turn yet",
+                    release.version
+                ),
                 format!("install {} from {at} on", release.version),
                 format!("rollout wariness {:.3}{notes}", self.wariness),
                 Some(next.min(at)),
@@ -305,9 +335,13 @@ impl Agent {
             ),
             Next::NotInChannel { version } => report(
                 now,
-                format!("the booted version {version} is not a release of channel {name:?} for {}", dev.compatible),
+                format!(
+                    "the booted version {version} is not a release of channel {name:?} for {}",
+                    dev.compatible
+                ),
                 format!("check again at {next}"),
-                "the planner only follows edges from the booted release; add it to the channel".into(),
+                "the planner only follows edges from the booted release; add it to the channel"
+                    .into(),
                 Some(next),
             ),
             Next::NoBootedVersion => report(
@@ -321,7 +355,13 @@ impl Agent {
         })
     }
 
-    async fn ddi_step(&self, state: &mut AgentState, dev: &DeviceStatus, now: Timestamp, mode: Mode) -> Result<Report, AgentError> {
+    async fn ddi_step(
+        &self,
+        state: &mut AgentState,
+        dev: &DeviceStatus,
+        now: Timestamp,
+        mode: Mode,
+    ) -> Result<Report, AgentError> {
         let ddi = self.ddi().expect("a hawkbit source");
         let base = ddi.base().to_owned();
         let (ddi, poll) = blocking(move || {
@@ -332,7 +372,12 @@ impl Agent {
         let poll = poll.map_err(|e| AgentError(e.to_string()))?;
         let next = poll
             .sleep
-            .map(|s| later(now, s.clamp(Duration::from_secs(1), Duration::from_secs(86400))))
+            .map(|s| {
+                later(
+                    now,
+                    s.clamp(Duration::from_secs(1), Duration::from_secs(86400)),
+                )
+            })
             .unwrap_or_else(|| self.next_check(now));
         let ddi = Arc::new(ddi);
         if mode == Mode::Act && (poll.config_data || !self.config_sent.load(Ordering::Relaxed)) {
@@ -344,7 +389,10 @@ impl Agent {
             ];
             let d = ddi.clone();
             blocking(move || {
-                let refs: Vec<(&str, &str)> = attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let refs: Vec<(&str, &str)> = attrs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
                 d.config_data(&refs)
             })
             .await
@@ -354,9 +402,11 @@ impl Agent {
         if let Some((id, _)) = &poll.cancel {
             if mode == Mode::Act {
                 let (d, id2) = (ddi.clone(), id.clone());
-                blocking(move || d.feedback(&id2, Feedback::Canceled, &["nothing was running".into()]))
-                    .await
-                    .map_err(|e| AgentError(e.to_string()))?;
+                blocking(move || {
+                    d.feedback(&id2, Feedback::Canceled, &["nothing was running".into()])
+                })
+                .await
+                .map_err(|e| AgentError(e.to_string()))?;
             }
             return Ok(report(
                 now,
@@ -380,7 +430,8 @@ impl Agent {
                 now,
                 format!("action {id} was already reported closed"),
                 format!("poll again at {next}"),
-                "the server still offers it; waiting for it to take the feedback into account".into(),
+                "the server still offers it; waiting for it to take the feedback into account"
+                    .into(),
                 Some(next),
             ));
         }
@@ -406,7 +457,11 @@ impl Agent {
             return Ok(report(
                 now,
                 format!("deployment available: {}", dep.version),
-                format!("install {} by URL, then reboot by strategy {}", dep.version, self.cfg.strategy.name()),
+                format!(
+                    "install {} by URL, then reboot by strategy {}",
+                    dep.version,
+                    self.cfg.strategy.name()
+                ),
                 why,
                 Some(now),
             ));
@@ -477,14 +532,21 @@ impl Agent {
             let done = Arc::new(AtomicBool::new(false));
             let cancelled = Arc::new(Mutex::new(None::<String>));
             let watcher = ddi.clone().zip(action.clone()).map(|(d, a)| {
-                let (progress, done, cancelled) = (progress.clone(), done.clone(), cancelled.clone());
-                tokio::task::spawn_blocking(move || watch_action(&d, &a, &progress, &done, &cancelled))
+                let (progress, done, cancelled) =
+                    (progress.clone(), done.clone(), cancelled.clone());
+                tokio::task::spawn_blocking(move || {
+                    watch_action(&d, &a, &progress, &done, &cancelled)
+                })
             });
             let cancel = {
                 let cancelled = cancelled.clone();
                 async move {
                     loop {
-                        if cancelled.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                        if cancelled
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .is_some()
+                        {
                             return;
                         }
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -511,8 +573,13 @@ impl Agent {
                 && result.as_ref().is_err_and(InstallFailure::is_cancelled)
             {
                 state.pending = None;
-                if let (true, Some(d), Some(a)) = (why.contains("cancelAction"), ddi.clone(), action.clone()) {
-                    let detail = vec![format!("didymos: the install of {} stopped", pending.version)];
+                if let (true, Some(d), Some(a)) =
+                    (why.contains("cancelAction"), ddi.clone(), action.clone())
+                {
+                    let detail = vec![format!(
+                        "didymos: the install of {} stopped",
+                        pending.version
+                    )];
                     blocking(move || d.feedback(&a, Feedback::Canceled, &detail))
                         .await
                         .map_err(|e| AgentError(e.to_string()))?;
@@ -528,7 +595,9 @@ impl Agent {
             match &result {
                 Ok(()) => break,
                 Err(f) if permanent(f) => break,
-                Err(f) => log::warn!("install from {location} failed: {f}; trying the next location"),
+                Err(f) => {
+                    log::warn!("install from {location} failed: {f}; trying the next location")
+                }
             }
         }
         match result {
@@ -552,10 +621,13 @@ impl Agent {
             Err(f) => {
                 state.pending = None;
                 let retry = !permanent(&f);
-                self.verdict(state, &pending, false, &f.message, now).await?;
+                self.verdict(state, &pending, false, &f.message, now)
+                    .await?;
                 if retry {
                     // A transient failure is not remembered against the release.
-                    state.failed.retain(|x| x.manifest_hash != pending.manifest_hash || pending.manifest_hash.is_empty());
+                    state.failed.retain(|x| {
+                        x.manifest_hash != pending.manifest_hash || pending.manifest_hash.is_empty()
+                    });
                 }
                 Ok(report(
                     now,
@@ -573,13 +645,28 @@ impl Agent {
     }
 
     /// Reports an update's verdict to the source and remembers it.
-    async fn verdict(&self, state: &mut AgentState, p: &Pending, success: bool, message: &str, now: Timestamp) -> Result<(), AgentError> {
+    async fn verdict(
+        &self,
+        state: &mut AgentState,
+        p: &Pending,
+        success: bool,
+        message: &str,
+        now: Timestamp,
+    ) -> Result<(), AgentError> {
         if let (Origin::Ddi { action_id }, Some(ddi)) = (&p.origin, self.ddi()) {
             let (a, m) = (action_id.clone(), message.to_owned());
-            let fb = if success { Feedback::Success } else { Feedback::Failure };
+            let fb = if success {
+                Feedback::Success
+            } else {
+                Feedback::Failure
+            };
             blocking(move || ddi.feedback(&a, fb, &[m]))
                 .await
-                .map_err(|e| AgentError(format!("cannot report the result to the server (will retry): {e}")))?;
+                .map_err(|e| {
+                    AgentError(format!(
+                        "cannot report the result to the server (will retry): {e}"
+                    ))
+                })?;
             state.remember_closed(action_id);
         }
         if !success && !p.manifest_hash.is_empty() {
@@ -600,89 +687,188 @@ impl Agent {
     }
 
     async fn release_lock(&self) -> Result<(), String> {
-        let StrategyConfig::FleetLock { base_url, group, id } = &self.cfg.strategy else {
+        let StrategyConfig::FleetLock {
+            base_url,
+            group,
+            id,
+        } = &self.cfg.strategy
+        else {
             return Ok(());
         };
         let (http, base, group) = (self.http.clone(), base_url.clone(), group.clone());
         let id = id.clone().unwrap_or_else(|| self.device_id.clone());
         blocking(move || {
-            FleetLock { http: &http, base_url: &base, group: &group, id: &id }.steady_state()
+            FleetLock {
+                http: &http,
+                base_url: &base,
+                group: &group,
+                id: &id,
+            }
+            .steady_state()
         })
         .await
         .map_err(|e| e.to_string())
     }
 
-    async fn continue_pending(&self, state: &mut AgentState, dev: &DeviceStatus, now: Timestamp, mode: Mode) -> Result<Report, AgentError> {
+    async fn continue_pending(
+        &self,
+        state: &mut AgentState,
+        dev: &DeviceStatus,
+        now: Timestamp,
+        mode: Mode,
+    ) -> Result<Report, AgentError> {
         let p = state.pending.clone().expect("pending");
         let next = self.next_check(now);
         if p.phase == Phase::Installing {
             // The agent stopped during the install: it either finished or not.
             let done = !p.manifest_hash.is_empty()
-                && dev.primary.as_deref().is_some_and(|pr| dev.slot_with(&p.manifest_hash).is_some_and(|s| s.name == pr));
-            if self.installer.proxy.operation().await.map_err(|e| AgentError(e.to_string()))? == "installing" {
-                return Ok(report(now, format!("installing {}", p.version), "wait for the installer".into(), "an install is running".into(), Some(next)));
+                && dev.primary.as_deref().is_some_and(|pr| {
+                    dev.slot_with(&p.manifest_hash)
+                        .is_some_and(|s| s.name == pr)
+                });
+            if self
+                .installer
+                .proxy
+                .operation()
+                .await
+                .map_err(|e| AgentError(e.to_string()))?
+                == "installing"
+            {
+                return Ok(report(
+                    now,
+                    format!("installing {}", p.version),
+                    "wait for the installer".into(),
+                    "an install is running".into(),
+                    Some(next),
+                ));
             }
             if !done {
                 if mode == Mode::Act {
                     state.pending = None;
-                    self.verdict(state, &p, false, "the install was interrupted (the agent or the device stopped)", now).await?;
+                    self.verdict(
+                        state,
+                        &p,
+                        false,
+                        "the install was interrupted (the agent or the device stopped)",
+                        now,
+                    )
+                    .await?;
                     state.failed.retain(|f| f.manifest_hash != p.manifest_hash);
                 }
-                return Ok(report(now, format!("the install of {} was interrupted", p.version), format!("look again at {next}"), "the installer did not finish it".into(), Some(next)));
+                return Ok(report(
+                    now,
+                    format!("the install of {} was interrupted", p.version),
+                    format!("look again at {next}"),
+                    "the installer did not finish it".into(),
+                    Some(next),
+                ));
             }
         }
         let booted = dev.booted();
         let booted_good = booted.and_then(|b| b.boot_status.as_deref()) == Some("good");
-        if booted.and_then(|b| b.hash.as_deref()) == Some(p.manifest_hash.as_str()) && !p.manifest_hash.is_empty() {
+        if booted.and_then(|b| b.hash.as_deref()) == Some(p.manifest_hash.as_str())
+            && !p.manifest_hash.is_empty()
+        {
             let slot = booted.map(|b| b.name.clone()).unwrap_or_default();
             if !booted_good {
                 return Ok(report(
                     now,
                     format!("booted into {} (slot {slot})", p.version),
                     "report success once the slot is marked good".into(),
-                    "success is reported only after didymos-mark-good marked the new slot good".into(),
+                    "success is reported only after didymos-mark-good marked the new slot good"
+                        .into(),
                     Some(now.min(next)),
                 ));
             }
-            let message = format!("booted into {} in slot {slot} and marked it good", p.version);
+            let message = format!(
+                "booted into {} in slot {slot} and marked it good",
+                p.version
+            );
             return self.finish(state, &p, true, message, now, mode).await;
         }
-        let target = (!p.manifest_hash.is_empty()).then(|| dev.slot_with(&p.manifest_hash)).flatten();
+        let target = (!p.manifest_hash.is_empty())
+            .then(|| dev.slot_with(&p.manifest_hash))
+            .flatten();
         let failure = match target {
-            None => Some(format!("no slot holds {} any more (overwritten before it booted)", p.version)),
+            None => Some(format!(
+                "no slot holds {} any more (overwritten before it booted)",
+                p.version
+            )),
             Some(t) if t.boot_status.as_deref() == Some("bad") => Some(format!(
                 "{} in slot {} was tried and did not come up healthy; the bootloader fell back to {} ({})",
                 p.version,
                 t.name,
                 booted.map_or("the other slot", |b| b.name.as_str()),
-                booted.and_then(|b| b.version.as_deref()).unwrap_or("unknown version"),
+                booted
+                    .and_then(|b| b.version.as_deref())
+                    .unwrap_or("unknown version"),
             )),
             Some(_) => None,
         };
         if let Some(message) = failure {
             if !booted_good {
-                return Ok(report(now, message, "report the failure once the running slot is marked good".into(), "waiting for mark-good".into(), Some(next)));
+                return Ok(report(
+                    now,
+                    message,
+                    "report the failure once the running slot is marked good".into(),
+                    "waiting for mark-good".into(),
+                    Some(next),
+                ));
             }
             return self.finish(state, &p, false, message, now, mode).await;
         }
-        self.reboot_step(state, dev, now, mode, format!("{} is installed", p.version)).await
+        self.reboot_step(state, dev, now, mode, format!("{} is installed", p.version))
+            .await
     }
 
-    async fn finish(&self, state: &mut AgentState, p: &Pending, success: bool, message: String, now: Timestamp, mode: Mode) -> Result<Report, AgentError> {
+    async fn finish(
+        &self,
+        state: &mut AgentState,
+        p: &Pending,
+        success: bool,
+        message: String,
+        now: Timestamp,
+        mode: Mode,
+    ) -> Result<Report, AgentError> {
         let next = self.next_check(now);
-        let outcome = if success { format!("updated to {}", p.version) } else { format!("the update to {} failed", p.version) };
+        let outcome = if success {
+            format!("updated to {}", p.version)
+        } else {
+            format!("the update to {} failed", p.version)
+        };
         if mode == Mode::Check {
-            return Ok(report(now, outcome, "report it and release any fleet lock".into(), message, Some(now)));
+            return Ok(report(
+                now,
+                outcome,
+                "report it and release any fleet lock".into(),
+                message,
+                Some(now),
+            ));
         }
         self.verdict(state, p, success, &message, now).await?;
         if p.holds_lock || matches!(self.cfg.strategy, StrategyConfig::FleetLock { .. }) {
-            self.release_lock().await.map_err(|e| AgentError(format!("cannot release the fleet lock (will retry): {e}")))?;
+            self.release_lock().await.map_err(|e| {
+                AgentError(format!("cannot release the fleet lock (will retry): {e}"))
+            })?;
         }
         state.pending = None;
-        Ok(report(now, outcome, format!("check for updates at {next}"), message, Some(next)))
+        Ok(report(
+            now,
+            outcome,
+            format!("check for updates at {next}"),
+            message,
+            Some(next),
+        ))
     }
 
-    async fn reboot_step(&self, state: &mut AgentState, _dev: &DeviceStatus, now: Timestamp, mode: Mode, why: String) -> Result<Report, AgentError> {
+    async fn reboot_step(
+        &self,
+        state: &mut AgentState,
+        _dev: &DeviceStatus,
+        now: Timestamp,
+        mode: Mode,
+        why: String,
+    ) -> Result<Report, AgentError> {
         let dir = self.cfg.state_directory.clone();
         let mut p = state.pending.clone().expect("pending");
         let next = self.next_check(now);
@@ -690,7 +876,11 @@ impl Agent {
             return Ok(report(
                 now,
                 format!("{} is installed; the reboot waits", p.version),
-                format!("reboot into {} at {}", p.version, until.map_or("the next window".into(), |u| u.to_string())),
+                format!(
+                    "reboot into {} at {}",
+                    p.version,
+                    until.map_or("the next window".into(), |u| u.to_string())
+                ),
                 reason,
                 Some(until.map_or(next, |u| u.min(next))),
             ));
@@ -705,13 +895,19 @@ impl Agent {
         };
         let mut override_note = String::new();
         if !holds.is_empty() {
-            let list = holds.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", ");
+            let list = holds
+                .iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
             if now < deadline {
                 if mode == Mode::Act {
                     state.pending = Some(p.clone());
                     state.save(&dir)?;
                 }
-                let wake = defer_until.map_or(deadline, |d| d.min(deadline)).min(later(now, Duration::from_secs(60)));
+                let wake = defer_until
+                    .map_or(deadline, |d| d.min(deadline))
+                    .min(later(now, Duration::from_secs(60)));
                 return Ok(report(
                     now,
                     format!("{} is installed; the reboot is held back", p.version),
@@ -727,12 +923,32 @@ impl Agent {
             log::warn!("rebooting despite {list}: max-deferral reached");
         }
         if mode == Mode::Check {
-            return Ok(report(now, format!("{} is installed", p.version), "reboot now".into(), format!("{why}{override_note}"), Some(now)));
+            return Ok(report(
+                now,
+                format!("{} is installed", p.version),
+                "reboot now".into(),
+                format!("{why}{override_note}"),
+                Some(now),
+            ));
         }
-        if let StrategyConfig::FleetLock { base_url, group, id } = &self.cfg.strategy {
+        if let StrategyConfig::FleetLock {
+            base_url,
+            group,
+            id,
+        } = &self.cfg.strategy
+        {
             let (http, base, group) = (self.http.clone(), base_url.clone(), group.clone());
             let id = id.clone().unwrap_or_else(|| self.device_id.clone());
-            let got = blocking(move || FleetLock { http: &http, base_url: &base, group: &group, id: &id }.pre_reboot()).await;
+            let got = blocking(move || {
+                FleetLock {
+                    http: &http,
+                    base_url: &base,
+                    group: &group,
+                    id: &id,
+                }
+                .pre_reboot()
+            })
+            .await;
             if let Err(e) = got {
                 state.pending = Some(p.clone());
                 state.save(&dir)?;
@@ -750,13 +966,22 @@ impl Agent {
         state.pending = Some(p.clone());
         state.save(&dir)?;
         if let Err(e) = reboot::reboot(self.cfg.reboot_command.as_deref(), &self.conn).await {
-            return Ok(report(now, format!("{} is installed; the reboot failed", p.version), format!("try again at {next}"), e, Some(next)));
+            return Ok(report(
+                now,
+                format!("{} is installed; the reboot failed", p.version),
+                format!("try again at {next}"),
+                e,
+                Some(next),
+            ));
         }
         Ok(report(
             now,
             format!("rebooting into {}", p.version),
             "verify the new slot after the boot".into(),
-            format!("{why}; strategy {}{override_note}", self.cfg.strategy.name()),
+            format!(
+                "{why}; strategy {}{override_note}",
+                self.cfg.strategy.name()
+            ),
             Some(next),
         ))
     }
@@ -764,7 +989,13 @@ impl Agent {
 
 /// During a DDI install: sends progress, and notices a cancellation (a
 /// `cancelAction` for the action, or the deployment withdrawn).
-fn watch_action(ddi: &Ddi, action: &str, progress: &AtomicI32, done: &AtomicBool, cancelled: &Mutex<Option<String>>) {
+fn watch_action(
+    ddi: &Ddi,
+    action: &str,
+    progress: &AtomicI32,
+    done: &AtomicBool,
+    cancelled: &Mutex<Option<String>>,
+) {
     let mut sent = 0;
     let mut last_poll = std::time::Instant::now();
     while !done.load(Ordering::Relaxed) {
@@ -772,7 +1003,11 @@ fn watch_action(ddi: &Ddi, action: &str, progress: &AtomicI32, done: &AtomicBool
         let pct = progress.load(Ordering::Relaxed);
         if pct >= sent + 10 && pct < 100 {
             sent = pct;
-            if let Err(e) = ddi.feedback(action, Feedback::Proceeding(pct as u8), &[format!("didymos: {pct} %")]) {
+            if let Err(e) = ddi.feedback(
+                action,
+                Feedback::Proceeding(pct as u8),
+                &[format!("didymos: {pct} %")],
+            ) {
                 log::warn!("cannot send progress: {e}");
             }
         }
@@ -786,9 +1021,13 @@ fn watch_action(ddi: &Ddi, action: &str, progress: &AtomicI32, done: &AtomicBool
                     if let Err(e) = ddi.cancel_target(&href) {
                         log::warn!("cannot read the cancel action: {e}");
                     }
-                    Some(format!("the server cancelled action {action} (cancelAction)"))
+                    Some(format!(
+                        "the server cancelled action {action} (cancelAction)"
+                    ))
                 } else if p.deployment.as_ref().is_none_or(|(id, _)| id != action) {
-                    Some(format!("the server withdrew action {action} (no longer offered)"))
+                    Some(format!(
+                        "the server withdrew action {action} (no longer offered)"
+                    ))
                 } else {
                     None
                 };

@@ -154,13 +154,25 @@ fn read(file: &Path) -> anyhow::Result<Channel> {
 }
 
 fn write(file: &Path, c: &Channel) -> anyhow::Result<()> {
-    didymos::util::write_atomic(file, c.to_toml().as_bytes())
-        .with_context(|| format!("cannot write {}", file.display()))?;
-    Ok(())
+    publish(file, c.to_toml().as_bytes())
+}
+
+/// Writes a channel file atomically, readable by everyone: it is public, and
+/// the web server that serves it usually runs as another user.
+fn publish(file: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    didymos::util::write_atomic_with(file, |f| {
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        std::io::Write::write_all(f, bytes)
+    })
+    .with_context(|| format!("cannot write {}", file.display()))
 }
 
 fn edges(e: &[didymos::agent::channel::Edge]) -> String {
-    e.iter().map(|e| format!("{} -> {}", e.from, e.to)).collect::<Vec<_>>().join(", ")
+    e.iter()
+        .map(|e| format!("{} -> {}", e.from, e.to))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The keyring for channel signatures: the options given, else the
@@ -183,7 +195,10 @@ pub fn run(cmd: Command, global: &Global) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::New(a) => {
             if a.file.exists() {
-                bail!("{} exists already; edit it with the other channel verbs", a.file.display());
+                bail!(
+                    "{} exists already; edit it with the other channel verbs",
+                    a.file.display()
+                );
             }
             write(&a.file, &edit::new(&a.name, a.allow_downgrade, now))?;
             println!("created channel {:?} in {}", a.name, a.file.display());
@@ -196,7 +211,13 @@ pub fn run(cmd: Command, global: &Global) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("{} does not verify", a.bundle.display()))?;
             let m = bundle.manifest();
             let urls = if a.urls.is_empty() {
-                vec![a.bundle.file_name().unwrap_or_default().to_string_lossy().into_owned()]
+                vec![
+                    a.bundle
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                ]
             } else {
                 a.urls
             };
@@ -217,7 +238,11 @@ pub fn run(cmd: Command, global: &Global) -> anyhow::Result<ExitCode> {
                 m.version,
                 m.compatible,
                 bundle.manifest_hash(),
-                if added.is_empty() { "none".into() } else { edges(&added) }
+                if added.is_empty() {
+                    "none".into()
+                } else {
+                    edges(&added)
+                }
             );
         }
         Command::Barrier(a) => {
@@ -227,8 +252,16 @@ pub fn run(cmd: Command, global: &Global) -> anyhow::Result<ExitCode> {
             println!(
                 "{} is a barrier; removed edges: {}; added edges: {}",
                 a.version,
-                if removed.is_empty() { "none".into() } else { edges(&removed) },
-                if added.is_empty() { "none".into() } else { edges(&added) }
+                if removed.is_empty() {
+                    "none".into()
+                } else {
+                    edges(&removed)
+                },
+                if added.is_empty() {
+                    "none".into()
+                } else {
+                    edges(&added)
+                }
             );
         }
         Command::Deadend(a) => {
@@ -236,7 +269,15 @@ pub fn run(cmd: Command, global: &Global) -> anyhow::Result<ExitCode> {
             let reason = if a.clear { None } else { a.reason.as_deref() };
             edit::set_deadend(&mut c, &a.version, reason)?;
             write(&a.file, &c)?;
-            println!("{} {}", a.version, if a.clear { "is no longer a dead-end" } else { "is a dead-end" });
+            println!(
+                "{} {}",
+                a.version,
+                if a.clear {
+                    "is no longer a dead-end"
+                } else {
+                    "is a dead-end"
+                }
+            );
         }
         Command::Rollout(a) => {
             let mut c = read(&a.file)?;
@@ -247,7 +288,11 @@ pub fn run(cmd: Command, global: &Global) -> anyhow::Result<ExitCode> {
             };
             edit::set_rollout(&mut c, &a.version, r)?;
             write(&a.file, &c)?;
-            println!("{}: rollout {}", a.version, if a.clear { "cleared" } else { "set" });
+            println!(
+                "{}: rollout {}",
+                a.version,
+                if a.clear { "cleared" } else { "set" }
+            );
         }
         Command::Sign(a) => {
             let mut c = read(&a.file)?;
@@ -269,8 +314,11 @@ pub fn run(cmd: Command, global: &Global) -> anyhow::Result<ExitCode> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let out = signed::sign(&c.to_toml(), &cert, &key, &chain).context("cannot sign")?;
             let dest = a.output.unwrap_or(a.file.clone());
-            didymos::util::write_atomic(&dest, &out)
-                .with_context(|| format!("cannot write {}", dest.display()))?;
+            if dest != a.file {
+                // The document keeps its sequence for the next signing.
+                write(&a.file, &c)?;
+            }
+            publish(&dest, &out)?;
             println!(
                 "signed channel {:?} sequence {}, valid until {} -> {}",
                 c.channel.name,
@@ -280,7 +328,8 @@ pub fn run(cmd: Command, global: &Global) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Verify(a) => {
-            let bytes = std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+            let bytes = std::fs::read(&a.file)
+                .with_context(|| format!("cannot read {}", a.file.display()))?;
             let what = a.file.display().to_string();
             let keyring = keyring(&a.keyring, global)?;
             let v = VerifiedChannel::verify(&bytes, &keyring, &what)?;
@@ -288,11 +337,15 @@ pub fn run(cmd: Command, global: &Global) -> anyhow::Result<ExitCode> {
             let h = &v.channel().channel;
             println!(
                 "{what}: channel {:?} sequence {} verified (signer {}), valid until {}",
-                h.name, h.sequence, v.signer().subject, h.expires
+                h.name,
+                h.sequence,
+                v.signer().subject,
+                h.expires
             );
         }
         Command::Show(a) => {
-            let bytes = std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+            let bytes = std::fs::read(&a.file)
+                .with_context(|| format!("cannot read {}", a.file.display()))?;
             let c = if a.no_verify {
                 Channel::parse(signed::unsigned_part(&bytes))?
             } else {
@@ -316,7 +369,11 @@ pub fn show(c: &Channel) -> String {
         h.sequence,
         h.issued,
         h.expires,
-        if h.allow_downgrade { ", downgrades allowed" } else { "" }
+        if h.allow_downgrade {
+            ", downgrades allowed"
+        } else {
+            ""
+        }
     );
     for r in &c.releases {
         out.push_str(&format!("release {} ({})\n", r.version, r.compatible));
@@ -338,7 +395,12 @@ pub fn show(c: &Channel) -> String {
                 humantime::format_duration(ro.duration)
             ));
         }
-        let to: Vec<&str> = c.edges.iter().filter(|e| e.from == r.version).map(|e| e.to.as_str()).collect();
+        let to: Vec<&str> = c
+            .edges
+            .iter()
+            .filter(|e| e.from == r.version)
+            .map(|e| e.to.as_str())
+            .collect();
         if !to.is_empty() {
             out.push_str(&format!("  -> {}\n", to.join(", ")));
         }

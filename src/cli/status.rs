@@ -111,7 +111,10 @@ fn agent_section(config: &didymos::config::SystemConfig, format: Format) -> Stri
                 o.push_str(&format!("DIDYMOS_AGENT_ERROR={}\n", q(e)));
             }
             if let Some(r) = &report {
-                o.push_str(&format!("DIDYMOS_AGENT_LAST_CHECK={}\n", q(&r.at.to_string())));
+                o.push_str(&format!(
+                    "DIDYMOS_AGENT_LAST_CHECK={}\n",
+                    q(&r.at.to_string())
+                ));
                 o.push_str(&format!("DIDYMOS_AGENT_OUTCOME={}\n", q(&r.outcome)));
                 o.push_str(&format!("DIDYMOS_AGENT_NEXT_STEP={}\n", q(&r.next_step)));
                 o.push_str(&format!("DIDYMOS_AGENT_REASON={}\n", q(&r.reason)));
@@ -119,7 +122,12 @@ fn agent_section(config: &didymos::config::SystemConfig, format: Format) -> Stri
             if let Some(o2) = state.as_ref().ok().and_then(|s| s.last_outcome.clone()) {
                 o.push_str(&format!(
                     "DIDYMOS_AGENT_LAST_UPDATE={}\n",
-                    q(&format!("{} {} {}", o2.version, if o2.success { "success" } else { "failure" }, o2.message))
+                    q(&format!(
+                        "{} {} {}",
+                        o2.version,
+                        if o2.success { "success" } else { "failure" },
+                        o2.message
+                    ))
                 ));
             }
             o
