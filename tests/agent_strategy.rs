@@ -44,18 +44,25 @@ fn channel() -> Channel {
     std::fs::create_dir_all(&web).unwrap();
     let ch = s(&web.join("stable.toml"));
     didymos(&["channel", "new", &ch, "--name", "stable"]);
-    for b in &bundles {
-        didymos(&[
+    // A chain: each release only from the one before.
+    for (i, b) in bundles.iter().enumerate() {
+        let (kr, bs, url) = (s(&pki.keyring), s(b), format!("file://{}", s(b)));
+        let mut args = vec![
             "channel",
             "add",
             &ch,
             "--keyring",
-            &s(&pki.keyring),
+            &kr,
             "--bundle",
-            &s(b),
+            &bs,
             "--url",
-            &format!("file://{}", s(b)),
-        ]);
+            &url,
+        ];
+        let from = ["1.0", "2.0"];
+        if i > 0 {
+            args.extend(["--from", from[i - 1]]);
+        }
+        didymos(&args);
     }
     didymos(&[
         "channel",
@@ -69,6 +76,8 @@ fn channel() -> Channel {
         &s(&pki.intermediate_cert),
         "--expires",
         "3650days",
+        "--output",
+        &s(&web.join("stable.channel")),
     ]);
     let nginx = Nginx::start(&web);
     Channel {
@@ -188,10 +197,12 @@ fn fleet_lock_lets_one_device_of_the_group_reboot_at_a_time() {
         .map(String::as_str)
         .filter(|l| !l.starts_with("steady-state canary device-b 200") || true)
         .collect();
+    // The last time each line appears (an idle agent on a good slot gives
+    // back a lock it might hold, so steady-state also comes first).
     let pos = |line: &str| {
         order
             .iter()
-            .position(|l| *l == line)
+            .rposition(|l| *l == line)
             .unwrap_or_else(|| panic!("{line:?} not in {order:?}"))
     };
     assert!(
@@ -266,11 +277,14 @@ async fn check_at(d: &Fleet, daemon: &Daemon, agent: &zbus::Proxy<'_>, now: &str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inhibitor_delays_the_reboot_until_released_or_until_the_maximum_deferral() {
     let c = channel();
+    // A daily window that is closed from 00:00 to 00:30, so that the
+    // install happens before the test holds the reboot back.
     let mut d = Fleet::new(
         &c.pki,
         &c.bundles[0],
         &format!(
-            "channel = \"{}\"\nmax-deferral = \"24h\"\n",
+            "channel = \"{}\"\nmax-deferral = \"24h\"\nstrategy = \"periodic\"\n\
+             [updates.periodic]\nwindows = [\"Mon-Sun 00:30 for 23h30m\"]\n",
             c.nginx.url("stable.channel")
         ),
     );
@@ -314,12 +328,14 @@ async fn an_inhibitor_delays_the_reboot_until_released_or_until_the_maximum_defe
     };
     let daemon = start(&d);
     let agent = agent_proxy().await;
-    // A vendor application holds the reboot back; the install goes ahead.
+    let out = check_at(&d, &daemon, &agent, NOW).await;
+    assert!(out.contains("2.0 is installed; the reboot waits"), "{out}");
+    // A vendor application holds the reboot back.
     let fd: zbus::zvariant::OwnedFd = agent
         .call("Inhibit", &("vendor-app", "recording a video"))
         .await
         .unwrap();
-    let out = check_at(&d, &daemon, &agent, NOW).await;
+    let out = check_at(&d, &daemon, &agent, "2030-06-01T00:30:00Z").await;
     assert!(
         out.contains("2.0 is installed; the reboot is held back"),
         "{out}"
@@ -329,17 +345,19 @@ async fn an_inhibitor_delays_the_reboot_until_released_or_until_the_maximum_defe
         "{out}"
     );
     assert!(
-        out.contains("at the latest at 2030-06-02T00:00:00Z"),
+        out.contains("at the latest at 2030-06-02T00:30:00Z"),
         "{out}"
     );
+    let out = check_at(&d, &daemon, &agent, "2030-06-02T00:29:00Z").await;
+    assert!(out.contains("the reboot waits"), "{out}"); // the window is closed
     let out = check_at(&d, &daemon, &agent, "2030-06-01T23:59:00Z").await;
     assert!(out.contains("held back"), "{out}");
     assert_eq!(d.reboots(), 0);
     // Past the maximum deferral the reboot goes ahead, inhibitor or not.
-    let out = check_at(&d, &daemon, &agent, "2030-06-02T00:00:00Z").await;
+    let out = check_at(&d, &daemon, &agent, "2030-06-02T00:30:00Z").await;
     assert!(out.contains("rebooting into 2.0"), "{out}");
     assert!(
-        out.contains("the maximum deferral (1day) since 2030-06-01T00:00:00Z is over"),
+        out.contains("the maximum deferral (1day) since 2030-06-01T00:30:00Z is over"),
         "{out}"
     );
     assert_eq!(d.reboots(), 1);
@@ -347,27 +365,40 @@ async fn an_inhibitor_delays_the_reboot_until_released_or_until_the_maximum_defe
     drop(daemon);
     d.reboot(false);
 
-    // Next release: held while inhibited, rebooted as soon as it is released.
+    // The next release: held while inhibited, rebooted as soon as released.
+    std::fs::write(&clock, "2030-06-03T00:00:00Z").unwrap();
     let daemon = start(&d);
     let agent = agent_proxy().await;
+    let out = check_at(&d, &daemon, &agent, "2030-06-03T00:01:00Z").await;
+    assert!(out.contains("3.0 is installed; the reboot waits"), "{out}");
+    assert!(
+        std::fs::read_to_string(d.device.path("agent/state.json"))
+            .unwrap()
+            .contains("\"version\": \"2.0\",\n    \"success\": true"),
+    );
     let fd: zbus::zvariant::OwnedFd = agent
         .call("Inhibit", &("vendor-app", "firmware flashing"))
         .await
         .unwrap();
-    let out = check_at(&d, &daemon, &agent, "2030-06-03T00:00:00Z").await;
-    assert!(out.contains("updated to 2.0"), "{out}");
-    let out = check_at(&d, &daemon, &agent, "2030-06-03T00:01:00Z").await;
+    let out = check_at(&d, &daemon, &agent, "2030-06-03T00:31:00Z").await;
     assert!(
         out.contains("3.0 is installed; the reboot is held back"),
         "{out}"
     );
+    // Defer holds it too, after the inhibitor is gone, until its time.
     drop(fd);
-    let out = check_at(&d, &daemon, &agent, "2030-06-03T00:02:00Z").await;
+    let until: String = agent
+        .call("Defer", &(600u64, "a call in progress"))
+        .await
+        .unwrap();
+    assert_eq!(until, "2030-06-03T00:41:00Z");
+    let out = check_at(&d, &daemon, &agent, "2030-06-03T00:32:00Z").await;
+    assert!(
+        out.contains("a call in progress (until 2030-06-03T00:41:00Z)"),
+        "{out}"
+    );
+    let out = check_at(&d, &daemon, &agent, "2030-06-03T00:41:00Z").await;
     assert!(out.contains("rebooting into 3.0"), "{out}");
     assert!(!out.contains("maximum deferral"), "{out}");
     assert_eq!(d.reboots(), 2);
-    // Defer works the same way, for a time.
-    drop(daemon);
-    d.reboot(false);
-    let _ = &c;
 }
