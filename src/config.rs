@@ -53,6 +53,8 @@ pub struct SystemConfig {
     pub handlers: HandlersSection,
     #[serde(default)]
     pub dbus: DbusSection,
+    #[serde(default)]
+    pub streaming: StreamingSection,
     /// `[updates]`: the update agent (`didymos agent`, docs/fleet.md). Every
     /// key is optional here; drop-ins in `updates.d/` may set them too.
     #[serde(default)]
@@ -322,6 +324,102 @@ pub struct DbusSection {
     pub install_group: Option<String>,
 }
 
+/// `[streaming]`: installs from `http://` and `https://` URLs (RAUC's key
+/// names where RAUC has them). See docs/streaming.md.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StreamingSection {
+    /// CA certificates (PEM) the server's certificate must chain to; the
+    /// system's trust store when unset.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that require one (mutual TLS).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Accept any server certificate. Only for development; refused unless
+    /// set explicitly, and logged at every install.
+    #[serde(default)]
+    pub tls_no_verify: bool,
+    /// A file of `Name: value` lines sent with every request (an
+    /// `Authorization` token, say). Its values are never logged.
+    #[serde(default)]
+    pub header_file: Option<PathBuf>,
+    /// Giving up on connecting.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
+    pub connect_timeout: std::time::Duration,
+    /// Giving up on a server that sends nothing for this long.
+    #[serde(default = "default_read_timeout", with = "humantime_serde_compat")]
+    pub read_timeout: std::time::Duration,
+    /// Attempts per request after the first, with exponential backoff.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// The first retry's delay; each further one doubles it (at most 60 s).
+    #[serde(default = "default_retry_delay", with = "humantime_serde_compat")]
+    pub retry_delay: std::time::Duration,
+    /// Bytes per second at most (0: no limit), for metered links.
+    #[serde(default)]
+    pub bandwidth_limit: u64,
+    /// An HTTP proxy (`http://host:port`); else `https_proxy`/`http_proxy`
+    /// from the environment, minus `no_proxy`.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// Range requests in flight at once.
+    #[serde(default = "default_parallel")]
+    pub parallel: u32,
+}
+
+impl Default for StreamingSection {
+    fn default() -> Self {
+        Self {
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_no_verify: false,
+            header_file: None,
+            connect_timeout: default_connect_timeout(),
+            read_timeout: default_read_timeout(),
+            max_retries: default_max_retries(),
+            retry_delay: default_retry_delay(),
+            bandwidth_limit: 0,
+            proxy: None,
+            parallel: default_parallel(),
+        }
+    }
+}
+
+fn default_connect_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(20)
+}
+fn default_read_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+fn default_max_retries() -> u32 {
+    5
+}
+fn default_retry_delay() -> std::time::Duration {
+    std::time::Duration::from_secs(1)
+}
+fn default_parallel() -> u32 {
+    4
+}
+
+/// Durations written as humantime text (`30s`, `2m`, `500ms`).
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration ({e}); write e.g. \"30s\", \"2m\" or \"500ms\""
+            ))
+        })
+    }
+}
+
 /// `[updates]` as written in system.conf or a drop-in: every key optional,
 /// so that files can be merged key by key (`crate::agent::config`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -498,6 +596,10 @@ impl SystemConfig {
         rel(&mut self.bootloader.fw_env_config);
         rel(&mut self.bootloader.efivarfs);
         for p in [
+            &mut self.streaming.tls_ca,
+            &mut self.streaming.tls_cert,
+            &mut self.streaming.tls_key,
+            &mut self.streaming.header_file,
             &mut self.bootloader.custom_script,
             &mut self.bootloader.state_file,
             &mut self.handlers.system_info,
@@ -627,6 +729,26 @@ impl SystemConfig {
                 "bootloader = \"custom\" needs [bootloader] custom-script = \"/path/to/script\""
                     .into(),
             ));
+        }
+        let s = &self.streaming;
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            return Err(self.invalid(
+                "[streaming] tls-cert and tls-key go together: set both (client certificate and \
+                 its key) or neither"
+                    .into(),
+            ));
+        }
+        if !(1..=16).contains(&s.parallel) {
+            return Err(self.invalid(format!(
+                "[streaming] parallel = {}: expected 1 to 16 requests in flight",
+                s.parallel
+            )));
+        }
+        if s.max_retries > 100 {
+            return Err(self.invalid(format!(
+                "[streaming] max-retries = {}: at most 100",
+                s.max_retries
+            )));
         }
         if self.system.bootloader == BootloaderKind::File && self.bootloader.state_file.is_none() {
             return Err(self.invalid(

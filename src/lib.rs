@@ -28,6 +28,7 @@ pub mod digest;
 pub mod image;
 pub mod install;
 pub mod keyring;
+pub mod net;
 pub mod oci;
 pub mod service;
 pub mod setup_root;

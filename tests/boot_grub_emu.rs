@@ -33,10 +33,15 @@ fn script_path() -> PathBuf {
 
 impl Emu {
     fn new() -> Self {
+        Self::with_system("")
+    }
+
+    /// `system_extra`: more `[system]` lines.
+    fn with_system(system_extra: &str) -> Self {
         let dev = Device::new(
             "grub",
-            "grubenv = \"grubenv\"\ngrub-scheme = \"attempts\"",
-            "boot-attempts = 3",
+            "grubenv = \"grubenv\"\ngrub-scheme = \"attempts\"\n\n[keyring]\npath = \"keyring.pem\"",
+            &format!("boot-attempts = 3\n{system_extra}"),
             2,
         );
         let grubdir = dev.path("grub");
@@ -261,4 +266,89 @@ fn an_unloadable_block_boots_nothing() {
         block,
         "GRUB wrote nothing"
     );
+}
+
+/// What an install does when the booted slot was never marked good and used
+/// its last attempt: it refuses, because GRUB would then have no slot to
+/// fall back to (shown here first: with the other slot activated anyway,
+/// three failed boots of it leave GRUB nothing to boot). Once the booted
+/// slot is marked good, the install goes ahead and a failing new slot falls
+/// back to it.
+#[test]
+fn an_install_keeps_the_booted_slot_as_the_fall_back() {
+    let emu = Emu::with_system("kernel-cmdline = \"cmdline\"\ndata-directory = \"data\"");
+    let bl = emu.bootloader();
+    let cfg = &emu.dev.config;
+    // A device with A installed and activated; it boots A three times and
+    // is never marked good (the health check never passes, or nobody ran it).
+    let pki = didymos::bundle::devpki::generate(&emu.dev.path("pki")).unwrap();
+    std::fs::copy(&pki.keyring, &cfg.keyring.path).unwrap();
+    let bundle = |version: &str| {
+        let root = emu.dev.path(&format!("rootfs-{version}"));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(
+            root.join("etc/version"),
+            format!("{version} {}", "x".repeat(100)),
+        )
+        .unwrap();
+        let out = emu.dev.path(&format!("{version}.raucb"));
+        let mut o = didymos::bundle::create::CreateOptions::new(
+            &root,
+            &out,
+            &pki.signing_cert,
+            &pki.signing_key,
+            "test",
+            version,
+        );
+        o.intermediates = vec![pki.intermediate_cert.clone()];
+        didymos::bundle::create::create(&o).unwrap();
+        out
+    };
+    let install = |b: &Path| {
+        didymos::install::install(
+            cfg,
+            didymos::install::BundleSource::Path(b.to_owned()),
+            &Default::default(),
+            &|_| {},
+            &Default::default(),
+        )
+    };
+    std::fs::write(emu.dev.path("cmdline"), "").unwrap();
+    assert_eq!(
+        install(&bundle("1.0")).unwrap().slot.to_string(),
+        "rootfs.0"
+    );
+    for _ in 0..3 {
+        assert_eq!(emu.boot().as_deref(), Some("A"));
+    }
+    std::fs::write(emu.dev.path("cmdline"), "didymos.slot=A\n").unwrap();
+    assert_eq!(bl.attempts_left(&b("A")).unwrap(), Some(0));
+
+    // The hazard: B activated now, B failing, and nothing left to boot.
+    let saved = std::fs::read(emu.env_path()).unwrap();
+    bl.set_primary(&b("B")).unwrap();
+    let boots: Vec<_> = (0..4).map(|_| emu.boot()).collect();
+    assert_eq!(
+        boots,
+        [Some("B".into()), Some("B".into()), Some("B".into()), None]
+    );
+    std::fs::write(emu.env_path(), &saved).unwrap();
+
+    // So the install refuses, writing nothing.
+    let v2 = bundle("2.0");
+    let err = install(&v2).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            didymos::install::InstallError::BootedUnconfirmed { .. }
+        ),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(emu.env_path()).unwrap(), saved);
+
+    // Marked good, A is a fall back again: install, B fails, GRUB returns to A.
+    didymos::install::mark(cfg, MarkState::Good, "booted").unwrap();
+    assert_eq!(install(&v2).unwrap().slot.to_string(), "rootfs.1");
+    let boots: Vec<_> = (0..4).map(|_| emu.boot().unwrap()).collect();
+    assert_eq!(boots, ["B", "B", "B", "A"]);
 }

@@ -161,10 +161,11 @@ async fn install_arguments_are_checked_by_name() {
     let err = fails(bus.gdbus_call(
         NAME,
         &format!("{IFACE}.InstallBundle"),
-        &["https://example.invalid/b.raucb", "{}"],
+        &["ftp://example.invalid/b.raucb", "{}"],
     ));
     assert!(
-        err.contains("org.didymos.Installer1.Error.NotSupported"),
+        err.contains("org.didymos.Installer1.Error.NotSupported")
+            && err.contains("http:// or https://"),
         "{err}"
     );
 

@@ -191,6 +191,23 @@ async fn a_refused_bundle_is_a_typed_error_from_the_call() {
         proxy.last_error_name().await.unwrap(),
         "org.didymos.Installer1.Error.SignatureInvalid"
     );
+    // Below the anti-rollback floor (raised as a mark-good would have).
+    didymos::install::security::raise(&device.path("store"), 5, "rootfs.0", "0.9").unwrap();
+    let old = dbus_bundles::bundle(&device, &pki, "didymos-test", "2.2", 5);
+    match proxy.install_bundle_fd(fd(&old), HashMap::new()).await {
+        Err(Error::SecurityVersionTooOld(m)) => {
+            assert!(
+                m.contains("security version 0, below this device's floor 5"),
+                "{m}"
+            )
+        }
+        other => panic!("expected SecurityVersionTooOld, got {other:?}"),
+    }
+    assert_eq!(proxy.security_floor().await.unwrap(), 5);
+    std::fs::remove_file(didymos::install::security::floor_path(
+        &device.path("store"),
+    ))
+    .unwrap();
     // Nothing started: no Operation change, no Completed.
     let quiet = Duration::from_millis(500);
     assert!(tokio::time::timeout(quiet, ops.next()).await.is_err());

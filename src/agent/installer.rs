@@ -156,7 +156,6 @@ impl Installer {
         location: &Location,
         manifest_hash: &str,
         transaction: &str,
-        http_headers: &[String],
         mut progress: impl FnMut(i32, &str),
         cancel: impl std::future::Future<Output = ()>,
     ) -> Result<(), InstallFailure> {
@@ -165,11 +164,10 @@ impl Installer {
         let mut completed = p.receive_completed().await.map_err(bus)?;
         let mut changes = p.receive_progress_changed().await;
         let mut args: HashMap<&str, Value<'_>> = HashMap::new();
-        args.insert("require-manifest-hash", Value::from(manifest_hash));
-        args.insert("transaction-id", Value::from(transaction));
-        if !http_headers.is_empty() {
-            args.insert("http-headers", Value::from(http_headers.to_vec()));
+        if !manifest_hash.is_empty() {
+            args.insert("require-manifest-hash", Value::from(manifest_hash));
         }
+        args.insert("transaction-id", Value::from(transaction));
         let started = match location {
             Location::Url(url) => p.install_bundle(url, args).await,
             Location::Path(path) => {

@@ -297,17 +297,8 @@ impl Agent {
                     holds_lock: false,
                 };
                 let transaction = format!("didymos-agent {name} {}", release.version);
-                self.install(
-                    state,
-                    pending,
-                    &locations,
-                    &transaction,
-                    &[],
-                    None,
-                    now,
-                    why,
-                )
-                .await?
+                self.install(state, pending, &locations, &transaction, None, now, why)
+                    .await?
             }
             Next::Wait { release, from, at } => report(
                 now,
@@ -466,11 +457,10 @@ impl Agent {
                 Some(now),
             ));
         }
-        let headers: Vec<String> = ddi
-            .authorization()
-            .map_err(|e| AgentError(e.to_string()))?
-            .map(|a| vec![format!("Authorization: {a}")])
-            .unwrap_or_default();
+        // The token file must be readable before anything starts; the
+        // artifact itself is fetched by the installer, with the headers of
+        // its own [streaming] header-file (docs/fleet.md, "hawkBit DDI").
+        ddi.authorization().map_err(|e| AgentError(e.to_string()))?;
         let pending = Pending {
             version: dep.version.clone(),
             manifest_hash: String::new(),
@@ -495,7 +485,6 @@ impl Agent {
             pending,
             &[Location::Url(dep.url.clone())],
             &transaction,
-            &headers,
             Some(ddi),
             now,
             why,
@@ -510,7 +499,6 @@ impl Agent {
         mut pending: Pending,
         locations: &[Location],
         transaction: &str,
-        headers: &[String],
         ddi: Option<Arc<Ddi>>,
         now: Timestamp,
         why: String,
@@ -560,7 +548,6 @@ impl Agent {
                     location,
                     &pending.manifest_hash,
                     transaction,
-                    headers,
                     move |pct, _| p2.store(pct, Ordering::Relaxed),
                     cancel,
                 )

@@ -106,6 +106,17 @@ impl BundleError {
         })
     }
 
+    /// The network failure behind a read of a bundle on a server, if that
+    /// is what this is.
+    pub fn network(&self) -> Option<&crate::net::NetError> {
+        match self {
+            BundleError::Read { source, .. } => source
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<crate::net::NetError>()),
+            _ => None,
+        }
+    }
+
     /// A signature check's failure; a changed manifest is named as such.
     pub(crate) fn from_cms(e: crate::cms::CmsError) -> Self {
         match e {

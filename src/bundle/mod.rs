@@ -115,8 +115,9 @@ pub fn verify_manifest_signature(
 }
 
 /// Where a bundle came from, for messages.
-pub(crate) fn describe(path: &Option<PathBuf>) -> String {
+pub(crate) fn describe(path: &Option<PathBuf>, source: &dyn ReadAt) -> String {
     path.as_ref()
         .map(|p| p.display().to_string())
+        .or_else(|| source.origin())
         .unwrap_or_else(|| "bundle".into())
 }

@@ -65,6 +65,25 @@ impl Bundle {
         Self::from_source(Arc::new(source))
     }
 
+    /// Opens the bundle at an `http://` or `https://` URL, with `[streaming]`'s
+    /// settings: only the head is fetched now, and later only what is read.
+    pub fn open_url(
+        url: &str,
+        streaming: &crate::config::StreamingSection,
+    ) -> Result<Bundle, BundleError> {
+        let source =
+            crate::net::HttpSource::open(url, streaming).map_err(|e| BundleError::Read {
+                region: Region::Header,
+                source: e.into(),
+            })?;
+        Self::from_source(Arc::new(source))
+    }
+
+    /// Where the bundle comes from, for messages: its path or URL.
+    pub fn describe(&self) -> String {
+        super::describe(&self.path, &*self.source)
+    }
+
     /// Opens a bundle from any random-access source.
     pub fn from_source(source: Arc<dyn ReadAt>) -> Result<Bundle, BundleError> {
         let size = source.size();
@@ -127,7 +146,7 @@ impl Bundle {
             .map_err(BundleError::from_cms)?;
         log::info!(
             "{}: signature by {} verified",
-            super::describe(&self.path),
+            super::describe(&self.path, &*self.source),
             signer.subject
         );
         let manifest = Manifest::parse(&self.manifest_bytes).map_err(BundleError::Manifest)?;
@@ -312,6 +331,20 @@ impl VerifiedBundle {
     /// streams; fails (after writing) if the digest does not match the entry.
     /// Callers must not make the written bytes visible before this returns Ok.
     pub fn copy_object(&self, entry: &IndexEntry, out: &mut dyn Write) -> Result<(), BundleError> {
+        self.copy_object_from(entry, &*self.bundle.source, entry.offset, out)
+    }
+
+    /// Like [`Self::copy_object`], with the entry's stored bytes read from
+    /// `source` at `at` instead of from the bundle: a copy of them received
+    /// earlier (an object a remote install spooled to disk). They are
+    /// checked exactly as bytes read from the bundle are.
+    pub fn copy_object_from(
+        &self,
+        entry: &IndexEntry,
+        source: &dyn ReadAt,
+        at: u64,
+        out: &mut dyn Write,
+    ) -> Result<(), BundleError> {
         // Only entries of this bundle's checked index are read.
         let entry = match self.entry(&entry.digest) {
             Some(e) if e == entry => e,
@@ -331,7 +364,7 @@ impl VerifiedBundle {
             out.write_all(buf)
                 .map_err(|source| BundleError::Output { digest, source })
         };
-        let source = &*self.bundle.source;
+        let start = at;
         let mut buf = vec![0u8; CHUNK.min(entry.size.max(1) as usize).max(4096)];
         match entry.encoding {
             Encoding::Raw => {
@@ -339,7 +372,7 @@ impl VerifiedBundle {
                 while at < entry.stored_size {
                     let n = (entry.stored_size - at).min(buf.len() as u64) as usize;
                     source
-                        .read_exact_at(&mut buf[..n], entry.offset + at)
+                        .read_exact_at(&mut buf[..n], start + at)
                         .map_err(|source| BundleError::Read {
                             region: Region::Object(digest),
                             source,
@@ -353,7 +386,7 @@ impl VerifiedBundle {
                     digest,
                     detail: e.to_string(),
                 };
-                let reader = RangeReader::new(source, entry.offset, entry.stored_size);
+                let reader = RangeReader::new(source, start, entry.stored_size);
                 let mut dec = zstd::stream::read::Decoder::new(reader)
                     .map_err(decode_err)?
                     .single_frame();

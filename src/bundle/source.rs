@@ -1,8 +1,8 @@
 //! Random access to a bundle's bytes.
 //!
 //! The reader only ever asks for byte ranges, so a bundle can come from a
-//! local file, an already-open file descriptor or (later) an HTTP server that
-//! answers range requests.
+//! local file, an already-open file descriptor or an HTTP(S) server that
+//! answers range requests ([`crate::net::HttpSource`]).
 
 use std::fs::File;
 use std::io;
@@ -14,6 +14,18 @@ pub trait ReadAt: Send + Sync {
     fn size(&self) -> u64;
     /// Fills `buf` from `offset`; fails if the source ends first.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// The `(offset, len)` ranges about to be read, in order: a remote
+    /// source fetches them ahead (merged, in parallel). A hint only: reads
+    /// outside it work as ever.
+    fn prefetch(&self, _ranges: &[(u64, u64)]) {}
+    /// Bytes transferred from a remote source so far.
+    fn transferred(&self) -> Option<u64> {
+        None
+    }
+    /// Where the bytes come from, for messages (a URL), if not a local file.
+    fn origin(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A local file (or file descriptor), read with `pread` so that several

@@ -1,10 +1,10 @@
 //! `didymos info`: what a bundle contains and whether it verifies.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use didymos::bundle::{Bundle, Manifest, SignerInfo};
+use didymos::install::DeviceSize;
 use didymos::service::error::chain;
 
 use super::Global;
@@ -23,7 +23,8 @@ pub struct Args {
     /// Verify in this process even when the didymos service is running.
     #[arg(long)]
     direct: bool,
-    bundle: PathBuf,
+    /// A bundle file, or an http:// or https:// URL.
+    bundle: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,8 +43,29 @@ enum Verdict {
 /// Verifies through the service when it runs (against the device's keyring,
 /// like an install would), unless `--direct`, `--no-verify` or a keyring
 /// option asks for something else; the output is the same either way.
+/// `BUNDLE` may be an `http://` or `https://` URL.
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
-    let bundle = Bundle::open(&args.bundle)?;
+    let url = didymos::net::is_url(&args.bundle);
+    // The device's configuration, when there is one (a build host may have
+    // none: --keyring then says what to trust).
+    let config = global.config().ok();
+    let streaming = config
+        .as_ref()
+        .map(|c| c.streaming.clone())
+        .unwrap_or_default();
+    let open = || -> anyhow::Result<Bundle> {
+        Ok(if url {
+            Bundle::open_url(&args.bundle, &streaming)?
+        } else {
+            Bundle::open(std::path::Path::new(&args.bundle))?
+        })
+    };
+    let bundle = open()?;
+    let shown = if url {
+        didymos::net::shown(&args.bundle)
+    } else {
+        args.bundle.clone()
+    };
     let service = if args.direct || args.no_verify || args.keyring.given() {
         None
     } else {
@@ -51,46 +73,71 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     };
     // A manifest is shown before (or without) its signature check only when
     // it parses; when it does not, the failed check is the whole answer.
-    let unverified = |verdict: Verdict| -> anyhow::Result<_> {
+    let unverified = |bundle: &Bundle, verdict: Verdict| -> anyhow::Result<_> {
         let manifest = match (bundle.manifest_unverified(), &verdict) {
             (Ok(m), _) => m,
             (Err(_), Verdict::Failed(message)) => anyhow::bail!("{message}"),
             (Err(e), _) => return Err(e.into()),
         };
-        Ok((manifest, bundle.header().file_size(), verdict))
+        Ok((manifest, bundle.header().file_size(), verdict, None))
     };
-    let (manifest, file_size, verdict) = match service {
+    let (manifest, file_size, verdict, for_device) = match service {
         Some(service) => {
-            let file = std::fs::File::open(&args.bundle)
-                .with_context(|| format!("cannot open bundle {}", args.bundle.display()))?;
-            match service.inspect(file) {
+            let source = if url {
+                super::remote::InspectSource::Url(args.bundle.clone())
+            } else {
+                super::remote::InspectSource::File(
+                    std::fs::File::open(&args.bundle)
+                        .with_context(|| format!("cannot open bundle {}", args.bundle))?,
+                )
+            };
+            match service.inspect(source) {
                 Ok(Inspection::Verified(info)) => {
                     let info = *info;
-                    (info.manifest, info.size, Verdict::Verified(info.signer))
+                    (
+                        info.manifest,
+                        info.size,
+                        Verdict::Verified(info.signer),
+                        info.for_device,
+                    )
                 }
-                Ok(Inspection::Rejected(message)) => unverified(Verdict::Failed(message))?,
+                Ok(Inspection::Rejected(message)) => unverified(&bundle, Verdict::Failed(message))?,
                 Err(code) => return Ok(code),
             }
         }
-        None if args.no_verify => unverified(Verdict::Skipped)?,
+        None if args.no_verify => unverified(&bundle, Verdict::Skipped)?,
         None => {
             let keyring = args.keyring.load(global)?;
             let file_size = bundle.header().file_size();
-            // verify() takes the bundle; the head is small enough to read again.
-            match Bundle::open(&args.bundle)?.verify(&keyring) {
-                Ok(v) => (
-                    v.manifest().clone(),
-                    file_size,
-                    Verdict::Verified(v.signer().clone()),
-                ),
-                // The message the service would send.
-                Err(e) => unverified(Verdict::Failed(chain(&e)))?,
+            match bundle.verify(&keyring) {
+                Ok(v) => {
+                    let for_device = config
+                        .as_ref()
+                        .filter(|_| !args.keyring.given())
+                        .map(|c| didymos::install::size_for_device(c, &v))
+                        .transpose()?;
+                    (
+                        v.manifest().clone(),
+                        file_size,
+                        Verdict::Verified(v.signer().clone()),
+                        for_device,
+                    )
+                }
+                // The message the service would send; verify() took the
+                // bundle, and its head is small enough to read again.
+                Err(e) => unverified(&open()?, Verdict::Failed(chain(&e)))?,
             }
         }
     };
     match args.output_format {
-        Format::Readable => print!("{}", readable(&args.bundle, &manifest, file_size, &verdict)),
-        Format::Json => println!("{}", json(&args.bundle, &manifest, file_size, &verdict)),
+        Format::Readable => print!(
+            "{}",
+            readable(&shown, &manifest, file_size, &verdict, for_device)
+        ),
+        Format::Json => println!(
+            "{}",
+            json(&shown, &manifest, file_size, &verdict, for_device)
+        ),
     }
     Ok(match verdict {
         Verdict::Failed(_) => ExitCode::FAILURE,
@@ -98,10 +145,16 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn readable(path: &std::path::Path, m: &Manifest, file_size: u64, verdict: &Verdict) -> String {
+fn readable(
+    what: &str,
+    m: &Manifest,
+    file_size: u64,
+    verdict: &Verdict,
+    for_device: Option<DeviceSize>,
+) -> String {
     let mut s = String::new();
     let mut line = |k: &str, v: String| s.push_str(&format!("{k:<14}{v}\n"));
-    line("Bundle:", path.display().to_string());
+    line("Bundle:", what.to_owned());
     line("Compatible:", m.compatible.clone());
     line("Version:", m.version.clone());
     if !m.description.is_empty() {
@@ -174,10 +227,26 @@ fn readable(path: &std::path::Path, m: &Manifest, file_size: u64, verdict: &Verd
         }
         Verdict::Failed(e) => line("Verified:", format!("NO: {e}")),
     }
+    if let Some(d) = for_device {
+        line(
+            "This device:",
+            format!(
+                "an install fetches {} bytes beyond the bundle's head and writes {} objects \
+                 ({} bytes)",
+                d.download, d.objects, d.write
+            ),
+        );
+    }
     s
 }
 
-fn json(path: &std::path::Path, m: &Manifest, file_size: u64, verdict: &Verdict) -> String {
+fn json(
+    what: &str,
+    m: &Manifest,
+    file_size: u64,
+    verdict: &Verdict,
+    for_device: Option<DeviceSize>,
+) -> String {
     let (verified, signer, error) = match verdict {
         Verdict::Skipped => (
             serde_json::Value::Null,
@@ -192,7 +261,9 @@ fn json(path: &std::path::Path, m: &Manifest, file_size: u64, verdict: &Verdict)
         Verdict::Failed(e) => (false.into(), serde_json::Value::Null, e.as_str().into()),
     };
     serde_json::json!({
-        "bundle": path.display().to_string(),
+        "bundle": what,
+        "download-size": for_device.map(|d| d.download),
+        "write-size": for_device.map(|d| d.write),
         "size": file_size,
         "manifest": m,
         "delta": m.is_delta(),

@@ -1,7 +1,6 @@
 //! `didymos install BUNDLE`.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -13,8 +12,9 @@ use super::Global;
 pub struct Args {
     #[command(flatten)]
     pub conf: super::ConfArg,
-    /// The bundle file.
-    pub bundle: PathBuf,
+    /// The bundle: a file, or an http:// or https:// URL (only the objects
+    /// this device lacks are fetched; an interrupted install resumes).
+    pub bundle: String,
     /// Install even if the bundle's compatible differs from the system's.
     #[arg(long)]
     pub ignore_compatible: bool,
@@ -46,16 +46,20 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         return service.install(&args.bundle, &options);
     }
     let printer = ProgressPrinter::new();
+    let source = if didymos::net::is_url(&args.bundle) {
+        BundleSource::Url(args.bundle.clone())
+    } else {
+        BundleSource::Path(args.bundle.clone().into())
+    };
     let outcome = install::install(
         &config,
-        BundleSource::Path(args.bundle.clone()),
+        source,
         &options,
         &|p| printer.show(&p),
         &CancelToken::default(),
     );
     printer.finish();
-    let outcome =
-        outcome.with_context(|| format!("installing {} failed", args.bundle.display()))?;
+    let outcome = outcome.with_context(|| format!("installing {} failed", shown(&args.bundle)))?;
     println!(
         "installed version {} into {}{}: {} objects written ({} bytes), {} already present; \
          {} unused objects removed",
@@ -79,6 +83,15 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     }
     println!("the new slot is active: it boots on the next restart");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bundle argument as messages show it (a URL without its secrets).
+fn shown(bundle: &str) -> String {
+    if didymos::net::is_url(bundle) {
+        didymos::net::shown(bundle)
+    } else {
+        bundle.to_owned()
+    }
 }
 
 /// A progress bar on a terminal, one line per step otherwise.

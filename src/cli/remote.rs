@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -115,10 +114,16 @@ impl Remote {
 
     /// Installs `bundle` through the service, with a progress bar. Ctrl-C
     /// offers to cancel (on a terminal; otherwise it cancels).
-    pub fn install(&self, bundle: &Path, options: &InstallOptions) -> anyhow::Result<ExitCode> {
-        let file = std::fs::File::open(bundle)
-            .with_context(|| format!("cannot open bundle {}", bundle.display()))?;
-        let fd = OwnedFd::from(std::os::fd::OwnedFd::from(file));
+    /// Installs through the service: a file by descriptor, a URL by name
+    /// (the service fetches it).
+    pub fn install(&self, bundle: &str, options: &InstallOptions) -> anyhow::Result<ExitCode> {
+        let start = if didymos::net::is_url(bundle) {
+            Start::Url(bundle.to_owned())
+        } else {
+            let file = std::fs::File::open(bundle)
+                .with_context(|| format!("cannot open bundle {bundle}"))?;
+            Start::Fd(OwnedFd::from(std::os::fd::OwnedFd::from(file)))
+        };
         let mut args: HashMap<&str, Value<'_>> = HashMap::new();
         if options.ignore_compatible {
             args.insert("ignore-compatible", Value::from(true));
@@ -132,12 +137,12 @@ impl Remote {
         if let Some(h) = &options.require_manifest_hash {
             args.insert("require-manifest-hash", Value::from(h.as_str()));
         }
-        self.rt.block_on(self.install_async(fd, args))
+        self.rt.block_on(self.install_async(start, args))
     }
 
     async fn install_async(
         &self,
-        fd: OwnedFd,
+        start: Start,
         args: HashMap<&str, Value<'_>>,
     ) -> anyhow::Result<ExitCode> {
         let what = "install failed";
@@ -152,7 +157,11 @@ impl Remote {
             Ok(s) => s,
             Err(e) => return Ok(bus_failed(e, what)),
         };
-        if let Err(e) = p.install_bundle_fd(fd, args).await {
+        let started = match start {
+            Start::Fd(fd) => p.install_bundle_fd(fd, args).await,
+            Start::Url(url) => p.install_bundle(&url, args).await,
+        };
+        if let Err(e) = started {
             return Ok(failed(e, what));
         }
         let printer = super::install::ProgressPrinter::new();
@@ -228,13 +237,19 @@ impl Remote {
 
     /// Verifies and describes the bundle in `file` through the service
     /// (`InspectBundleFd`, against the device's keyring).
-    pub fn inspect(&self, file: std::fs::File) -> Result<Inspection, ExitCode> {
-        let fd = OwnedFd::from(std::os::fd::OwnedFd::from(file));
+    pub fn inspect(&self, source: InspectSource) -> Result<Inspection, ExitCode> {
         let what = "cannot inspect the bundle";
-        match self
-            .rt
-            .block_on(self.proxy().inspect_bundle_fd(fd, HashMap::new()))
-        {
+        let reply = match source {
+            InspectSource::File(file) => {
+                let fd = OwnedFd::from(std::os::fd::OwnedFd::from(file));
+                self.rt
+                    .block_on(self.proxy().inspect_bundle_fd(fd, HashMap::new()))
+            }
+            InspectSource::Url(url) => self
+                .rt
+                .block_on(self.proxy().inspect_bundle(&url, HashMap::new())),
+        };
+        match reply {
             Ok(dict) => didymos::service::wire::bundle_info_from_wire(&dict)
                 .map(|info| Inspection::Verified(Box::new(info)))
                 .map_err(|e| failed(Error::Failed(e), what)),
@@ -308,4 +323,16 @@ impl Remote {
             })
         })
     }
+}
+
+/// How `install` hands the bundle to the service.
+enum Start {
+    Fd(OwnedFd),
+    Url(String),
+}
+
+/// What `inspect` asks the service about.
+pub enum InspectSource {
+    File(std::fs::File),
+    Url(String),
 }

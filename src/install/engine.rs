@@ -165,10 +165,7 @@ pub fn install(
     super::recover_locked(config, bootloader.as_ref())?;
 
     r.step(5, "Checking bundle signature", 2);
-    let bundle = match source {
-        BundleSource::Path(p) => Bundle::open(&p)?,
-        BundleSource::File(f) => Bundle::from_file(f)?,
-    };
+    let bundle = source.open(config)?;
     let bundle = check(config, bundle, options)?;
     r.check_cancel()?;
     failpoint("verified");
@@ -186,8 +183,14 @@ pub fn install(
 
     let store = Store::open(&config.store.path, config.store.verity);
     r.step(10, "Checking the image and what the device already has", 2);
-    let image = bundle.read_image()?;
     let image_digest = manifest.image.digest;
+    // An image the store has (a bundle installed before, into the other
+    // slot) is read from there, checked against the same signed digest, and
+    // not fetched again.
+    let image = match store.read_image(&image_digest) {
+        Ok(bytes) => bytes,
+        Err(_) => bundle.read_image()?,
+    };
     let referenced = crate::image::referenced_objects(&image)
         .map_err(|e| InstallError::Store(StoreError::Source(format!("bundle image: {e}"))))?;
     let carried: BTreeSet<Digest> = bundle.index().iter().map(|e| e.digest).collect();
@@ -196,7 +199,13 @@ pub fn install(
     // Store::damaged_objects); a damaged one is written again from the
     // bundle, replacing the bad file, or refused when the bundle lacks it.
     let reused: BTreeSet<Digest> = referenced.intersection(&present).copied().collect();
+    let check_started = std::time::Instant::now();
     let damaged = store.damaged_objects(&reused);
+    log::info!(
+        "checked the {} objects the store already has in {:.2?}",
+        reused.len(),
+        check_started.elapsed()
+    );
     let needed: BTreeSet<Digest> = referenced
         .iter()
         .filter(|d| !present.contains(d) || damaged.contains(d))
@@ -395,20 +404,55 @@ fn write_slot(
     let mut done_bytes = 0u64;
     let mut written = 0u64;
     r.step(15, format!("Writing {} objects", to_write.len()), 2);
-    let mut batch = store.batch();
+    let fetch = super::fetch::Fetch::plan(store, bundle, to_write)?;
+    if let Some(total) = fetch.total() {
+        r.step(
+            15,
+            format!("Fetching {} of objects this device lacks", human(total)),
+            2,
+        );
+    }
+    let mut batch = if fetch.is_remote() {
+        // Fetching is what costs: commit often, so a power cut loses little.
+        store.batch_committing_every(super::fetch::COMMIT_BYTES)
+    } else {
+        store.batch()
+    };
+    let started_at = std::time::Instant::now();
     for (i, entry) in to_write.iter().enumerate() {
-        r.check_cancel()?;
-        written += batch.add(&entry.digest, |w| {
-            bundle
-                .copy_object(entry, w)
-                .map_err(|e| StoreError::Source(e.to_string()))
-        })?;
+        if let Err(e) = r.check_cancel() {
+            // What is complete is kept: the next install does not fetch it again.
+            let _ = batch.commit();
+            return Err(e);
+        }
+        let mut source_error = None;
+        let added = fetch.write_object(r.cancel, entry, &mut batch, &mut |src, at, w| {
+            bundle.copy_object_from(entry, src, at, w).map_err(|e| {
+                let message = e.to_string();
+                source_error = Some(e);
+                StoreError::Source(message)
+            })
+        });
+        match added {
+            Ok(n) => written += n,
+            Err(e) => {
+                let _ = batch.commit();
+                return Err(match (source_error, e) {
+                    (_, e @ InstallError::Store(StoreError::NoSpace { .. })) => e,
+                    (Some(b), _) => InstallError::Bundle(b),
+                    (None, e) => e,
+                });
+            }
+        }
         done_bytes += entry.size;
         slow_objects();
         let pct = 15 + ((done_bytes as f64 / write_bytes.max(1) as f64) * 70.0) as i32;
         r.step(
             pct.min(85),
-            format!("Writing objects ({done_bytes} of {write_bytes} bytes)"),
+            format!(
+                "Writing objects ({done_bytes} of {write_bytes} bytes{})",
+                fetch.describe_progress(started_at.elapsed())
+            ),
             3,
         );
         if i == to_write.len() / 2 {
@@ -416,6 +460,7 @@ fn write_slot(
         }
     }
     batch.commit()?;
+    fetch.finish()?;
     failpoint("objects-written");
 
     r.step(86, "Writing the image", 2);
@@ -634,6 +679,22 @@ fn handler_env(
         env.push(("DIDYMOS_SLOT_BOOT_DIRECTORY", dir.display().to_string()));
     }
     env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// A byte count for people: `12.3 MiB`.
+pub(crate) fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// RFC 3339 in UTC with microseconds: activations in the same second still

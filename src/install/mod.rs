@@ -7,6 +7,7 @@
 
 mod boot_files;
 mod engine;
+mod fetch;
 mod handlers;
 pub mod journal;
 mod lock;
@@ -27,6 +28,31 @@ pub enum BundleSource {
     Path(std::path::PathBuf),
     /// An already-open file (D-Bus `InstallBundleFd`): never reopened by path.
     File(std::fs::File),
+    /// An `http://` or `https://` URL ([`crate::net`], `[streaming]`).
+    Url(String),
+}
+
+impl BundleSource {
+    /// A second handle on the same bundle (the same open file, or the URL).
+    pub fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(match self {
+            Self::Path(p) => Self::Path(p.clone()),
+            Self::File(f) => Self::File(f.try_clone()?),
+            Self::Url(u) => Self::Url(u.clone()),
+        })
+    }
+
+    /// Opens the bundle (for a URL: fetches its head, with `[streaming]`).
+    pub fn open(
+        self,
+        config: &SystemConfig,
+    ) -> Result<crate::bundle::Bundle, crate::bundle::BundleError> {
+        match self {
+            Self::Path(p) => crate::bundle::Bundle::open(&p),
+            Self::File(f) => crate::bundle::Bundle::from_file(f),
+            Self::Url(u) => crate::bundle::Bundle::open_url(&u, &config.streaming),
+        }
+    }
 }
 
 /// Caller's choices, RAUC's `InstallBundle` arguments.
@@ -274,6 +300,58 @@ fn recover_locked(
     Ok(Some(interrupted))
 }
 
+/// What installing a bundle would cost this device, as far as the bundle's
+/// head, the image and the store tell (objects a damaged store has are not
+/// re-checked here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceSize {
+    /// Bytes an install fetches beyond the bundle's head: the image (unless
+    /// the store has it) and the stored bytes of the objects the store lacks.
+    pub download: u64,
+    /// Bytes it writes into the store (decoded objects and the image).
+    pub write: u64,
+    /// Objects it writes.
+    pub objects: u64,
+}
+
+/// [`DeviceSize`] of `bundle` for the device `config` describes.
+pub fn size_for_device(
+    config: &SystemConfig,
+    bundle: &crate::bundle::VerifiedBundle,
+) -> Result<DeviceSize, InstallError> {
+    let store = Store::open(&config.store.path, config.store.verity);
+    let digest = bundle.manifest().image.digest;
+    let (image, image_new) = match store.read_image(&digest) {
+        Ok(bytes) => (bytes, 0),
+        Err(_) => {
+            let bytes = bundle.read_image()?;
+            let n = bytes.len() as u64;
+            (bytes, n)
+        }
+    };
+    let referenced = crate::image::referenced_objects(&image).map_err(|e| {
+        InstallError::Store(crate::store::StoreError::Source(format!(
+            "bundle image: {e}"
+        )))
+    })?;
+    let present = store.list_objects()?;
+    let raw: std::collections::BTreeSet<Digest> =
+        bundle.manifest().raw.iter().map(|r| r.digest).collect();
+    let needed: Vec<&crate::bundle::IndexEntry> = bundle
+        .index()
+        .iter()
+        .filter(|e| {
+            (referenced.contains(&e.digest) && !present.contains(&e.digest))
+                || raw.contains(&e.digest)
+        })
+        .collect();
+    Ok(DeviceSize {
+        download: image_new + needed.iter().map(|e| e.stored_size).sum::<u64>(),
+        write: image_new + needed.iter().map(|e| e.size).sum::<u64>(),
+        objects: needed.len() as u64,
+    })
+}
+
 /// Removes images and objects no slot record needs (takes the install lock,
 /// so it never runs while an install writes objects it is about to reference).
 pub fn gc(config: &SystemConfig) -> Result<GcReport, InstallError> {
@@ -282,6 +360,9 @@ pub fn gc(config: &SystemConfig) -> Result<GcReport, InstallError> {
     recover_locked(config, bootloader.as_ref())?;
     let store = Store::open_for_writing(&config.store.path, config.store.verity)?;
     store.clean_tmp()?;
+    // Partly received objects are kept for a resumed install; gc is the
+    // explicit "remove what no slot needs", so they go too.
+    store.clean_partials(None)?;
     gc_locked(config, &store)
 }
 

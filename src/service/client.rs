@@ -45,7 +45,7 @@ pub trait Installer {
     fn boot_slot(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn system_version(&self) -> zbus::Result<String>;
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "false"))]
     fn security_floor(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn last_bundle(&self) -> zbus::Result<String>;

@@ -19,7 +19,7 @@ use super::error::Error;
 use super::signals;
 use super::wire::{self, Dict, ProgressTuple};
 use crate::config::SystemConfig;
-use crate::install::{CancelToken, InstallOptions, Progress};
+use crate::install::{BundleSource, CancelToken, InstallOptions, Progress};
 
 /// When `InstallBundle` refuses a bundle the device would not install.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,11 +189,15 @@ impl Core {
     ) -> Result<(), Error> {
         let options = wire::install_options(args)?;
         let caller = self.authorize(conn, header, Action::Install).await?;
-        let file = open_source(&caller, source, "InstallBundleFd")?;
+        let bundle = open_source(&caller, source, "InstallBundleFd")?;
         if refusal == Refusal::InCall {
-            self.check_bundle(conn, &file, &options).await?;
+            self.check_bundle(conn, &bundle, &options).await?;
         }
-        self.start_install(conn, file, source.to_owned(), options)
+        let shown = match &bundle {
+            BundleSource::Url(u) => crate::net::shown(u),
+            _ => source.to_owned(),
+        };
+        self.start_install(conn, bundle, shown, options)
     }
 
     /// `InstallBundleFd(h, a{sv})`: the caller opened the bundle.
@@ -207,9 +211,10 @@ impl Core {
         let options = wire::install_options(args)?;
         self.authorize(conn, header, Action::Install).await?;
         let file = file_from_fd(fd)?;
-        self.check_bundle(conn, &file, &options).await?;
         let source = path_of(&file);
-        self.start_install(conn, file, source, options)
+        let bundle = BundleSource::File(file);
+        self.check_bundle(conn, &bundle, &options).await?;
+        self.start_install(conn, bundle, source, options)
     }
 
     /// Runs the install's checks that write nothing, in the method call: a
@@ -218,18 +223,18 @@ impl Core {
     async fn check_bundle(
         &self,
         conn: &Connection,
-        file: &File,
+        bundle: &BundleSource,
         options: &InstallOptions,
     ) -> Result<(), Error> {
         if !matches!(self.state().activity, Activity::Idle) {
             return Err(busy());
         }
         let (config, options) = (self.config.clone(), options.clone());
-        let file = file
+        let bundle = bundle
             .try_clone()
             .map_err(|e| Error::Failed(format!("cannot duplicate the bundle's descriptor: {e}")))?;
         let Err(e) =
-            blocking(move || engine::check(&config, file, &options).map_err(Error::from)).await
+            blocking(move || engine::check(&config, bundle, &options).map_err(Error::from)).await
         else {
             return Ok(());
         };
@@ -281,8 +286,19 @@ impl Core {
         source: &str,
     ) -> Result<engine::BundleInfo, Error> {
         let caller = auth::caller(conn, header).await?;
-        let file = open_source(&caller, source, "InspectBundleFd")?;
-        self.inspect(file).await
+        let bundle = open_source(&caller, source, "InspectBundleFd")?;
+        if let BundleSource::Url(_) = bundle {
+            // The daemon fetches with its own network identity and client
+            // certificate: not on behalf of just anyone.
+            self.policy.check(&caller, Action::Install).map_err(|_| {
+                Error::PermissionDenied(format!(
+                    "uid {} may not make the service fetch a URL; only callers who may install \
+                     can (fetch the bundle yourself and pass the descriptor to InspectBundleFd)",
+                    caller.uid
+                ))
+            })?;
+        }
+        self.inspect(bundle).await
     }
 
     /// `InspectBundleFd(h, a{sv})`.
@@ -292,11 +308,11 @@ impl Core {
         args: &Dict,
     ) -> Result<Dict, Error> {
         wire::no_options("InspectBundleFd", args)?;
-        let info = self.inspect(file_from_fd(fd)?).await?;
+        let info = self.inspect(BundleSource::File(file_from_fd(fd)?)).await?;
         wire::bundle_info(&info)
     }
 
-    async fn inspect(&self, file: File) -> Result<engine::BundleInfo, Error> {
+    async fn inspect(&self, bundle: BundleSource) -> Result<engine::BundleInfo, Error> {
         let _permit = self.inspections.try_acquire().map_err(|_| {
             Error::Busy(format!(
                 "{MAX_INSPECTIONS} bundle inspections are running already; try again when they \
@@ -304,7 +320,7 @@ impl Core {
             ))
         })?;
         let config = self.config.clone();
-        blocking(move || engine::inspect(&config, file)).await
+        blocking(move || engine::inspect(&config, bundle)).await
     }
 
     /// `Info(s)` → (compatible, version).
@@ -382,7 +398,7 @@ impl Core {
     fn start_install(
         self: &Arc<Self>,
         conn: &Connection,
-        file: File,
+        bundle: BundleSource,
         source: String,
         mut options: InstallOptions,
     ) -> Result<(), Error> {
@@ -413,7 +429,7 @@ impl Core {
         tokio::spawn(run_install(
             self.clone(),
             conn.clone(),
-            file,
+            bundle,
             options,
             cancel,
         ));
@@ -464,7 +480,7 @@ impl Core {
 async fn run_install(
     core: Arc<Core>,
     conn: Connection,
-    file: File,
+    bundle: BundleSource,
     options: InstallOptions,
     cancel: CancelToken,
 ) {
@@ -488,7 +504,7 @@ async fn run_install(
             // The receiver lives until this closure is dropped.
             let _ = tx.send(p);
         };
-        engine::install(&config, file, &options, &report, &cancel)
+        engine::install(&config, bundle, &options, &report, &cancel)
     });
     while let Some(mut p) = rx.recv().await {
         // Coalesce a burst of reports into the latest one.
@@ -551,15 +567,17 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::Failed(format!("worker thread failed: {e}")))?
 }
 
-/// Opens a bundle path for a caller. The daemon never opens a path on an
-/// unprivileged caller's behalf: only root may name paths; everyone else
-/// passes an open file descriptor.
-fn open_source(caller: &Caller, source: &str, fd_method: &str) -> Result<File, Error> {
+/// Opens a bundle path for a caller, or takes a URL. The daemon never opens
+/// a path on an unprivileged caller's behalf: only root may name paths;
+/// everyone else passes an open file descriptor.
+fn open_source(caller: &Caller, source: &str, fd_method: &str) -> Result<BundleSource, Error> {
+    if crate::net::is_url(source) {
+        return Ok(BundleSource::Url(source.to_owned()));
+    }
     if source.contains("://") {
         return Err(Error::NotSupported(format!(
-            "cannot install from {:?}: only local bundles are supported; download the \
-             bundle first",
-            source.chars().take(200).collect::<String>()
+            "cannot install from {:?}: bundles come from a file or an http:// or https:// URL",
+            crate::net::shown(source)
         )));
     }
     if !caller.is_root() {
@@ -579,7 +597,7 @@ fn open_source(caller: &Caller, source: &str, fd_method: &str) -> Result<File, E
     let file = File::open(path)
         .map_err(|e| Error::Failed(format!("cannot open bundle {}: {e}", path.display())))?;
     check_regular(&file, source)?;
-    Ok(file)
+    Ok(BundleSource::File(file))
 }
 
 fn file_from_fd(fd: zbus::zvariant::OwnedFd) -> Result<File, Error> {

@@ -2,41 +2,35 @@
 //! (it reads bundles, writes the store, runs bootloader tools), so callers run
 //! them with `tokio::task::spawn_blocking` and the bus stays responsive.
 
-use std::fs::File;
-
 use super::error::Error;
 use crate::boot::mark::MarkState;
-use crate::bundle::{Bundle, Manifest, SignerInfo};
+use crate::bundle::{Manifest, SignerInfo};
 use crate::config::SystemConfig;
-use crate::install::{CancelToken, InstallError, InstallOptions, InstallOutcome, Progress};
+use crate::install::{
+    BundleSource, CancelToken, InstallError, InstallOptions, InstallOutcome, Progress,
+};
 use crate::keyring::Keyring;
 use crate::status::{StatusError, SystemStatus};
 
-/// Installs the bundle read from `file`.
+/// Installs the bundle from `source` (an open file or a URL).
 pub fn install(
     config: &SystemConfig,
-    file: File,
+    source: BundleSource,
     options: &InstallOptions,
     progress: &dyn Fn(Progress),
     cancel: &CancelToken,
 ) -> Result<InstallOutcome, InstallError> {
-    crate::install::install(
-        config,
-        crate::install::BundleSource::File(file),
-        options,
-        progress,
-        cancel,
-    )
+    crate::install::install(config, source, options, progress, cancel)
 }
 
 /// The install's checks that write nothing (signature, manifest hash,
-/// compatible, version limit) on the bundle in `file`.
+/// compatible, version limit, security floor, fall back) on `source`.
 pub fn check(
     config: &SystemConfig,
-    file: File,
+    source: BundleSource,
     options: &InstallOptions,
 ) -> Result<(), InstallError> {
-    crate::install::check(config, Bundle::from_file(file)?, options).map(drop)
+    crate::install::check(config, source.open(config)?, options).map(drop)
 }
 
 /// Finishes what an interrupted install left behind (at the service's start).
@@ -84,10 +78,12 @@ pub struct BundleInfo {
     pub signer: SignerInfo,
     /// The bundle file's size in bytes.
     pub size: u64,
+    /// What an install of it would fetch and write on this device.
+    pub for_device: Option<crate::install::DeviceSize>,
 }
 
 /// Opens and verifies the bundle in `file` and describes it (`InspectBundle`).
-pub fn inspect(config: &SystemConfig, file: File) -> Result<BundleInfo, Error> {
+pub fn inspect(config: &SystemConfig, source: BundleSource) -> Result<BundleInfo, Error> {
     let keyring = Keyring::load(&config.keyring).map_err(|e| {
         Error::Failed(format!(
             "{}: cannot load the keyring: {}",
@@ -95,8 +91,10 @@ pub fn inspect(config: &SystemConfig, file: File) -> Result<BundleInfo, Error> {
             super::error::chain(&e)
         ))
     })?;
-    let bundle = Bundle::from_file(file)?.verify(&keyring)?;
+    let bundle = source.open(config)?.verify(&keyring)?;
+    let for_device = crate::install::size_for_device(config, &bundle)?;
     Ok(BundleInfo {
+        for_device: Some(for_device),
         manifest: bundle.manifest().clone(),
         // Manifest::parse accepted these bytes, so they are UTF-8.
         manifest_text: String::from_utf8_lossy(bundle.manifest_bytes()).into_owned(),

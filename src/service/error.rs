@@ -54,8 +54,11 @@ pub enum Error {
     NotRunning(String),
     /// A method argument is unknown or has the wrong type.
     InvalidArgument(String),
-    /// The source is of a kind this build cannot install from (e.g. a URL).
+    /// The source is of a kind this build cannot install from.
     NotSupported(String),
+    /// A bundle on a server: the server could not be reached, refused, or
+    /// answered wrongly (or the bundle changed on it); nothing was used.
+    Network(String),
     /// The slot to mark or install into cannot be determined.
     NoSuchSlot(String),
     /// The bootloader refused or failed.
@@ -97,6 +100,7 @@ impl Error {
             | Self::NotRunning(m)
             | Self::InvalidArgument(m)
             | Self::NotSupported(m)
+            | Self::Network(m)
             | Self::NoSuchSlot(m)
             | Self::Bootloader(m)
             | Self::Handler(m)
@@ -162,6 +166,9 @@ impl From<BundleError> for Error {
 
 /// Which typed error a bundle error becomes.
 fn bundle_error_kind(e: &BundleError) -> fn(String) -> Error {
+    if e.network().is_some() {
+        return Error::Network;
+    }
     match e {
         BundleError::Signature(_) | BundleError::ManifestModified { .. } => Error::SignatureInvalid,
         BundleError::Open { .. } => Error::InvalidArgument,

@@ -191,7 +191,9 @@ impl Installer {
     }
 
     /// Anti-rollback: bundles with a lower security version are refused.
-    #[zbus(property)]
+    /// Read from the store on every Get (a mark-good raises it), so not
+    /// cached by clients.
+    #[zbus(property(emits_changed_signal = "false"))]
     fn security_floor(&self) -> zbus::fdo::Result<u64> {
         crate::install::security::load(&self.core.config.store.path)
             .map(|f| f.floor)

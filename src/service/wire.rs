@@ -330,6 +330,9 @@ pub fn bundle_info(info: &BundleInfo) -> Result<Dict, Error> {
         .build();
     let bases: Vec<String> = m.bases.iter().map(|b| b.image.to_string()).collect();
     Ok(DictBuilder::default()
+        .put_opt("download-size", info.for_device.map(|d| d.download))?
+        .put_opt("write-size", info.for_device.map(|d| d.write))?
+        .put_opt("write-objects", info.for_device.map(|d| d.objects))?
         .put("manifest-hash", info.manifest_hash.as_str())?
         .put("manifest", info.manifest_text.as_str())?
         .put("size", info.size)?
@@ -368,7 +371,28 @@ pub fn bundle_info_from_wire(d: &Dict) -> Result<BundleInfo, String> {
         .map_err(|_| "InspectBundle reply: key \"signer\" is not a dictionary".to_owned())?;
     let chain = <Vec<String>>::try_from(get(&signer, "chain")?)
         .map_err(|_| "InspectBundle reply: key \"chain\" is not a string array".to_owned())?;
+    let number = |key: &str| -> Result<Option<u64>, String> {
+        match d.get(key) {
+            None => Ok(None),
+            Some(_) => u64::try_from(get(d, key)?)
+                .map(Some)
+                .map_err(|_| format!("InspectBundle reply: key {key:?} is not a u64")),
+        }
+    };
+    let for_device = match (
+        number("download-size")?,
+        number("write-size")?,
+        number("write-objects")?,
+    ) {
+        (Some(download), Some(write), Some(objects)) => Some(crate::install::DeviceSize {
+            download,
+            write,
+            objects,
+        }),
+        _ => None,
+    };
     Ok(BundleInfo {
+        for_device,
         manifest,
         manifest_text,
         manifest_hash: text(d, "manifest-hash")?,
@@ -612,6 +636,11 @@ mod tests {
                 chain: vec!["CN=s".into(), "CN=ca".into()],
             },
             size: 12345,
+            for_device: Some(crate::install::DeviceSize {
+                download: 900,
+                write: 4000,
+                objects: 2,
+            }),
         };
         let back = bundle_info_from_wire(&bundle_info(&info).unwrap()).unwrap();
         assert_eq!(format!("{info:?}"), format!("{back:?}"));

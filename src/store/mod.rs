@@ -5,6 +5,8 @@
 //! <root>/images/<64 hex>       composefs images, named by fs-verity digest
 //! <root>/slots/<slot>/         slot records (see crate::slot::record)
 //! <root>/tmp/                  files being written; emptied at every start
+//! <root>/tmp/partial/          objects partly received from a server, kept
+//!                              across restarts so a download resumes
 //! <root>/state/                per-slot /etc upper layers and /var (setup-root)
 //! ```
 //!
@@ -52,6 +54,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// An I/O error on `path`; a full filesystem becomes [`StoreError::NoSpace`].
+    pub fn from_io(path: &Path, context: &'static str, source: io::Error) -> Self {
+        Self::io(path, context, source)
+    }
+
     fn io(path: &Path, context: &'static str, source: io::Error) -> Self {
         if source.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
             return StoreError::NoSpace {
@@ -150,7 +157,8 @@ impl Store {
         self.root.join("tmp")
     }
 
-    /// Removes leftovers of interrupted writes.
+    /// Removes leftovers of interrupted writes. Partly received objects
+    /// (`tmp/partial/`) stay: a download resumes from them.
     pub fn clean_tmp(&self) -> Result<usize, StoreError> {
         let dir = self.tmp_dir();
         let mut n = 0;
@@ -160,12 +168,47 @@ impl Store {
         for entry in entries {
             let entry = entry.map_err(|e| StoreError::io(&dir, "cannot list", e))?;
             let p = entry.path();
+            if entry.file_name() == PARTIAL_DIR {
+                continue;
+            }
             let r = if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 fs::remove_dir_all(&p)
             } else {
                 fs::remove_file(&p)
             };
             r.map_err(|e| StoreError::io(&p, "cannot remove leftover", e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Where the stored bytes of object `digest` of the bundle `bundle_key`
+    /// identifies are received (`tmp/partial/<key>-<digest>`).
+    pub fn partial_path(&self, bundle_key: &str, digest: &Digest) -> PathBuf {
+        self.tmp_dir()
+            .join(PARTIAL_DIR)
+            .join(format!("{bundle_key}-{}", digest.to_hex()))
+    }
+
+    /// Removes partly received objects, except those of the bundle
+    /// `keep` identifies (all of them for `None`). Returns how many went.
+    pub fn clean_partials(&self, keep: Option<&str>) -> Result<usize, StoreError> {
+        let dir = self.tmp_dir().join(PARTIAL_DIR);
+        let Some(entries) = read_dir_if_exists(&dir)? else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&dir, "cannot list", e))?;
+            let name = entry.file_name();
+            if let Some(k) = keep
+                && name.to_string_lossy().starts_with(&format!("{k}-"))
+            {
+                continue;
+            }
+            let p = entry.path();
+            fs::remove_file(&p)
+                .map_err(|e| StoreError::io(&p, "cannot remove partial object", e))?;
             n += 1;
         }
         Ok(n)
@@ -234,10 +277,17 @@ impl Store {
     /// [`ObjectBatch::commit`] makes them durable and visible together, with
     /// two filesystem syncs instead of two per object.
     pub fn batch(&self) -> ObjectBatch<'_> {
+        self.batch_committing_every(ObjectBatch::COMMIT_BYTES)
+    }
+
+    /// A batch that commits every `bytes` (a smaller figure bounds what a
+    /// power cut throws away where writing is cheap and fetching is not).
+    pub fn batch_committing_every(&self, bytes: u64) -> ObjectBatch<'_> {
         ObjectBatch {
             store: self,
             staged: Vec::new(),
             staged_bytes: 0,
+            commit_bytes: bytes.clamp(1, ObjectBatch::COMMIT_BYTES),
         }
     }
 
@@ -515,6 +565,7 @@ pub struct ObjectBatch<'s> {
     store: &'s Store,
     staged: Vec<Staged>,
     staged_bytes: u64,
+    commit_bytes: u64,
 }
 
 impl ObjectBatch<'_> {
@@ -537,7 +588,7 @@ impl ObjectBatch<'_> {
         let size = staged.size;
         self.staged_bytes += size;
         self.staged.push(staged);
-        if self.staged_bytes >= Self::COMMIT_BYTES || self.staged.len() >= 4096 {
+        if self.staged_bytes >= self.commit_bytes || self.staged.len() >= 4096 {
             self.commit()?;
         }
         Ok(size)
@@ -585,6 +636,9 @@ impl<W: Write> Write for NoSpaceWatch<W> {
         self.watch(r)
     }
 }
+
+/// The directory under `tmp/` that [`Store::clean_tmp`] keeps.
+const PARTIAL_DIR: &str = "partial";
 
 /// Largest composefs image accepted (metadata only; a large distribution is tens of MiB).
 pub const MAX_IMAGE_SIZE: u64 = 1 << 30;

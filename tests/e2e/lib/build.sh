@@ -5,19 +5,21 @@
 # hash of its inputs. Sourced by tests/e2e/run after tests/lib/vm.sh.
 
 # Bump when the device's layout or build steps change (part of the cache key).
-E2E_FORMAT=1
+E2E_FORMAT=2
 E2E_SUITE=bookworm
 E2E_COMPATIBLE=didymos-e2e-qemu
 # Packages on top of debootstrap's minbase: the init system, the system bus,
-# and what didymos links against.
-E2E_PACKAGES=systemd-sysv,dbus,libssl3
+# what didymos links against, and tc (netem in scenario 6).
+E2E_PACKAGES=systemd-sysv,dbus,libssl3,iproute2
 # Partition sizes in MiB: boot (GRUB, per-slot kernel and initramfs), store
 # (objects and images, ext4 with verity), data (bundles to install).
 E2E_BOOT_MB=128
 E2E_STORE_MB=1536
 E2E_DATA_MB=512
 # Kernel modules the initramfs loads, in this order (dependencies added).
-E2E_MODULES=(virtio_blk crc32c_generic ext4 erofs overlay loop)
+# The network driver and netem (scenario 6) are loaded there too: the guest
+# tree carries no modules.
+E2E_MODULES=(virtio_blk crc32c_generic ext4 erofs overlay loop virtio_net sch_netem)
 
 log() { printf '[e2e %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() {
@@ -131,7 +133,8 @@ e2e_rootfs_base() {
   # starts by D-Bus activation.
   local unit target
   for unit in didymos-mark-good.service:multi-user.target e2e-agent.service:multi-user.target \
-    e2e-mounts.service:local-fs.target; do
+    e2e-mounts.service:local-fs.target systemd-networkd.service:multi-user.target \
+    systemd-networkd.socket:sockets.target; do
     target=${unit#*:} unit=${unit%%:*}
     mkdir -p "$dir/etc/systemd/system/$target.wants"
     ln -sf "/usr/lib/systemd/system/$unit" "$dir/etc/systemd/system/$target.wants/$unit"
@@ -169,6 +172,12 @@ EOF
       # Enough new data that an install takes a while (the power-cut scenario).
       local i
       for i in $(seq 1 12); do e2e_noise "$dir/usr/share/didymos-e2e/bulk-$i" 4 "bulk-$i"; done
+      ;;
+    5)
+      # Installed over HTTP (scenario 6): new data in small and large files.
+      local i
+      for i in $(seq 1 6); do e2e_noise "$dir/usr/share/didymos-e2e/net-$i" 2 "net-$i"; done
+      e2e_noise "$dir/usr/share/didymos-e2e/net-large" 8 net-large
       ;;
   esac
 }
@@ -272,6 +281,7 @@ e2e_build() {
   ) | sha256sum | cut -c1-16)
   local dev="$E2E_CACHE/device-$key"
   E2E_PRISTINE=$dev/disk.raw
+  E2E_WWW=$dev/www
   if [ -s "$dev/disk.raw" ] && [ -s "$dev/store-offset" ]; then
     E2E_STORE_OFFSET=$(cat "$dev/store-offset")
     log "device $key from the cache"
@@ -284,14 +294,18 @@ e2e_build() {
   e2e_rootfs_base "$w/rootfs-base" "$w/initrd.img"
   mkdir -p "$w/bundles/bundles"
   local v
-  for v in 1 2 3 4; do e2e_rootfs_version "$w/rootfs-base" "$w/rootfs-$v" "$v"; done
+  for v in 1 2 3 4 5; do e2e_rootfs_version "$w/rootfs-base" "$w/rootfs-$v" "$v"; done
   rm -rf "$w/rootfs-base"
   log "bundles: v1 full, v2 delta on v1, v3 and v4 delta on v2"
   e2e_bundle "$w/rootfs-1" "$w/bundles/bundles/v1.raucb" 1
   e2e_bundle "$w/rootfs-2" "$w/bundles/bundles/v2.raucb" 2 "$w/bundles/bundles/v1.raucb"
   e2e_bundle "$w/rootfs-3" "$w/bundles/bundles/v3.raucb" 3 "$w/bundles/bundles/v2.raucb"
   e2e_bundle "$w/rootfs-4" "$w/bundles/bundles/v4.raucb" 4 "$w/bundles/bundles/v2.raucb"
-  rm -f "$w"/bundles/bundles/*.log
+  # v5 is served by nginx on the host (scenario 6), a full bundle: the device
+  # fetches only what it lacks.
+  mkdir -p "$w/www"
+  e2e_bundle "$w/rootfs-5" "$w/www/v5.raucb" 5
+  rm -f "$w"/bundles/bundles/*.log "$w"/www/*.log
   # The canary's digest, to find its object on the store partition later.
   fsverity digest --compact "$w/rootfs-1/usr/share/didymos-e2e/canary" >"$w/canary.digest" ||
     die "fsverity digest of the canary"
@@ -301,6 +315,7 @@ e2e_build() {
   rm -rf "$dev.tmp"
   mkdir -p "$dev.tmp"
   mv "$w/disk.raw" "$dev.tmp/disk.raw"
+  mv "$w/www" "$dev.tmp/www"
   cp "$w/canary.digest" "$dev.tmp/canary.digest"
   echo "$E2E_STORE_OFFSET" >"$dev.tmp/store-offset"
   mv "$dev.tmp" "$dev"

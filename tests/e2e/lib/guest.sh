@@ -12,6 +12,9 @@ GUEST_READER=
 GUEST_RUN=0
 GUEST_READY_SEEN=0
 GUEST_QEMU_EXTRA=()
+# The network card: none, or QEMU user networking with a QMP socket to cut
+# the link (scenario 6).
+GUEST_NIC=(-nic none)
 
 guest_start() {
   local disk=$1
@@ -25,7 +28,7 @@ guest_start() {
   : >"$GUEST_AGENT_LOG"
   GUEST_READY_SEEN=0
   qemu-system-x86_64 -machine pc,accel=tcg -m 1024 -smp 2 \
-    -display none -vga none -monitor none -nic none \
+    -display none -vga none -monitor none "${GUEST_NIC[@]}" \
     -serial "file:$GUEST_CONSOLE" \
     -drive "file=$disk,format=raw,if=virtio,cache=writeback" \
     -device virtio-serial-pci -chardev "pipe,id=agent,path=$fifo" -device virtconsole,chardev=agent \

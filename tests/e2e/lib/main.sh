@@ -94,13 +94,14 @@ ACTIVATE='busctl get-property org.didymos.Installer1 / org.didymos.Installer1 Op
   systemctl is-active didymos.service'
 
 declare -A RESULT
-SCENARIOS=(1 2 3 4 5)
+SCENARIOS=(1 2 3 4 5 6)
 DESCRIPTION=(
   [1]="first boot into slot A (v1), mark-good marks A good"
   [2]="install v2 (delta) through the daemon, reboot into B, B marked good"
   [3]="v3 never reaches boot-complete.target: GRUB uses up A's attempts, falls back to B, rollback reported, A bad"
   [4]="power cut during an install: old slot boots, fsck clean, the same install then succeeds"
   [5]="an object of the running slot modified on the store partition: EIO in the guest, fsck names it"
+  [6]="v5 from nginx on the host over HTTP through the daemon, netem delay and loss, the link cut mid-install; B boots v5"
 )
 
 scenario_1() {
@@ -246,6 +247,103 @@ scenario_5() {
   out=$(guest_run 900 'didymos fsck; echo "fsck status $?"')
   expect_in "$out" "$CANARY" "didymos fsck names the modified object"
   expect_in "$out" 'fsck status [1-9]' "didymos fsck fails"
+  guest_poweroff
+}
+
+# nginx on the host, serving $E2E_WWW; the guest reaches it at 10.0.2.2
+# through QEMU's user networking. Access log: request|status|bytes|range.
+NGINX_DIR=$E2E_WORK/nginx
+nginx_start() {
+  mkdir -p "$NGINX_DIR/tmp"
+  NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cat >"$NGINX_DIR/nginx.conf" <<NGINX
+daemon on; user root; worker_processes 1; pid $NGINX_DIR/nginx.pid; error_log $NGINX_DIR/error.log;
+events { worker_connections 64; }
+http {
+  log_format d '\$request|\$status|\$bytes_sent|\$http_range';
+  access_log $NGINX_DIR/access.log d;
+  client_body_temp_path $NGINX_DIR/tmp; proxy_temp_path $NGINX_DIR/tmp; fastcgi_temp_path $NGINX_DIR/tmp;
+  uwsgi_temp_path $NGINX_DIR/tmp; scgi_temp_path $NGINX_DIR/tmp;
+  server { listen 127.0.0.1:$NGINX_PORT; root $E2E_WWW; }
+}
+NGINX
+  nginx -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/error.log"
+}
+nginx_stop() { [ -s "$NGINX_DIR/nginx.pid" ] && kill "$(cat "$NGINX_DIR/nginx.pid")" 2>/dev/null; }
+nginx_bytes() { awk -F'|' '{ s += $3 } END { print s + 0 }' "$NGINX_DIR/access.log" 2>/dev/null; }
+# qmp COMMAND-JSON: one QMP command to the running machine.
+qmp() {
+  python3 -c '
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+f.readline()
+for cmd in ("{\"execute\": \"qmp_capabilities\"}", sys.argv[2]):
+    f.write(cmd + "\n")
+    f.flush()
+    while True:
+        reply = json.loads(f.readline())
+        if "return" in reply or "error" in reply:
+            break
+    if "error" in reply:
+        sys.exit(reply["error"].get("desc", "QMP error"))
+' "$E2E_WORK/qmp.sock" "$1"
+}
+
+scenario_6() {
+  local cmdline out size sent url
+  nginx_start || { fail "nginx did not start: $(cat "$NGINX_DIR/error.log")"; return 1; }
+  size=$(stat -c %s "$E2E_WWW/v5.raucb")
+  url="http://10.0.2.2:$NGINX_PORT/v5.raucb"
+  GUEST_NIC=(-nic "user,model=virtio-net-pci,id=net0" -qmp "unix:$E2E_WORK/qmp.sock,server=on,wait=off")
+  guest_start "$DISK"
+  GUEST_NIC=(-nic none)
+  guest_wait_ready || return 1
+  guest_must 330 "$WAIT_MARK_GOOD" >/dev/null || return 1
+  # The network (networkd, DHCP from QEMU), then 40 ms of delay and 1 % loss
+  # each way from the guest's kernel.
+  out=$(guest_must 120 'for i in $(seq 100); do
+      dev=$(ip -o -4 addr show | awk "/inet 10\\.0\\.2\\./ { print \$2; exit }")
+      [ -n "$dev" ] && break; sleep 1; done
+    [ -n "$dev" ] || { ip addr; exit 1; }
+    tc qdisc replace dev "$dev" root netem delay 40ms loss 1% && tc qdisc show dev "$dev"') || return 1
+  expect_in "$out" 'netem .*delay 40ms loss 1%' "netem on the guest's link: 40 ms delay, 1 % loss"
+  out=$(guest_must 120 "$ACTIVATE && didymos info $url") || return 1
+  expect_in "$out" '^This device: +an install fetches [0-9]+ bytes' "didymos info URL says what an install would fetch"
+  # Start through the daemon's D-Bus method, then cut the link for longer
+  # than the read timeout once a part of the objects has arrived.
+  guest_must 60 "busctl call org.didymos.Installer1 / org.didymos.Installer1 InstallBundle 'sa{sv}' $url 0" >/dev/null || return 1
+  local t=0
+  while [ "$(nginx_bytes)" -lt $((size / 4)) ]; do
+    ((t++ < 1200)) || { fail "the install fetched little in 10 minutes"; return 1; }
+    sleep 0.5
+  done
+  qmp '{"execute": "set_link", "arguments": {"name": "net0", "up": false}}' || { fail "QMP set_link off"; return 1; }
+  log "link cut at $(nginx_bytes) of $size bytes"
+  sleep 12
+  qmp '{"execute": "set_link", "arguments": {"name": "net0", "up": true}}' || { fail "QMP set_link on"; return 1; }
+  log "link up again"
+  out=$(guest_must 900 'for i in $(seq 1800); do
+      op=$(busctl get-property org.didymos.Installer1 / org.didymos.Installer1 Operation)
+      [ "$op" = "s \"idle\"" ] && break; sleep 0.5; done
+    busctl get-property org.didymos.Installer1 / org.didymos.Installer1 Progress
+    busctl get-property org.didymos.Installer1 / org.didymos.Installer1 LastError') || return 1
+  expect_in "$out" '^\(isi\) 100 ' "the install over HTTP completed (Progress 100 %)"
+  expect_in "$out" '^s ""$' "with no error"
+  sent=$(nginx_bytes)
+  check "nginx sent less than the whole bundle ($sent of $size bytes: v5 shares files with the installed slots)" [ "$sent" -lt "$size" ]
+  out=$(guest_must 60 "$STATUS") || return 1
+  expect_in "$out" "^DIDYMOS_BOOT_PRIMARY='rootfs\.1'$" "B is the slot booted next"
+  guest_reboot || return 1
+  cmdline=$GUEST_CMDLINE
+  expect_in "$cmdline" 'didymos\.slot=B( |$)' "the kernel command line names slot B"
+  out=$(guest_must 30 'cat /etc/os-release') || return 1
+  expect_in "$out" '^VERSION_ID="5"$' "/etc/os-release says version 5"
+  guest_must 330 "$WAIT_MARK_GOOD" >/dev/null || return 1
+  out=$(guest_must 60 "$STATUS") || return 1
+  expect_in "$out" "^DIDYMOS_SLOT_BOOT_STATUS_2='good'$" "B (v5) is marked good"
+  nginx_stop
   guest_poweroff
 }
 
