@@ -6,9 +6,10 @@
 //! with what to do, and a release whose slot does not come up is reported
 //! as failed and not tried again.
 //!
-//! The bundles are installed from local paths named in the channel (the
-//! channel itself comes over HTTP): the installer takes files by
-//! descriptor from the unprivileged agent.
+//! The bundles come over HTTP from the same nginx: the channel names them
+//! relative to itself, and the installer fetches them (`InstallBundle` with
+//! a URL), pinned to the channel's manifest hash. One release lists a dead
+//! mirror first, so the agent falls back to the next location.
 
 #[path = "common/agent.rs"]
 mod agent;
@@ -51,8 +52,14 @@ fn setup() -> Setup {
     for (i, b) in bundles.iter().enumerate() {
         let mut args = vec!["channel", "add", &ch, "--keyring", &kr];
         let bs = s(b);
-        // Local files until the installer installs from URLs (see the module's doc).
-        let url = format!("file://{bs}");
+        let name = b.file_name().unwrap().to_str().unwrap().to_owned();
+        std::fs::create_dir_all(web.join("bundles")).unwrap();
+        agent::publish(b, &web.join("bundles").join(&name));
+        let url = format!("bundles/{name}");
+        if i == 2 {
+            // A mirror that does not have it, tried first.
+            args.extend(["--url", "missing/3.0.raucb"]);
+        }
         args.extend(["--bundle", &bs, "--url", &url]);
         if i == 3 {
             args.extend(["--from", "1.0", "--from", "2.0", "--from", "3.0"]);
@@ -202,14 +209,17 @@ fn two_devices_follow_the_graph_through_a_barrier_and_a_rollout() {
             "{st}"
         );
     }
-    // Every install went through the installer pinned to the channel's hash;
-    // the channel came from nginx once per step.
+    // The bundles came from nginx (ranges of them), 3.0 after the dead mirror.
+    let log = setup.nginx.requests();
     assert!(
-        setup
-            .nginx
-            .requests()
-            .iter()
-            .all(|r| r.contains("GET /stable.channel"))
+        log.iter()
+            .any(|r| r.contains("GET /bundles/didymos-test-4.0-4.raucb")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|r| r.contains("GET /missing/3.0.raucb") && r.contains(" 404 ")),
+        "{log:?}"
     );
     assert_eq!(eager.reboots(), 3);
     assert_eq!(wary.reboots(), 3);

@@ -46,7 +46,9 @@ fn channel() -> Channel {
     didymos(&["channel", "new", &ch, "--name", "stable"]);
     // A chain: each release only from the one before.
     for (i, b) in bundles.iter().enumerate() {
-        let (kr, bs, url) = (s(&pki.keyring), s(b), format!("file://{}", s(b)));
+        let name = b.file_name().unwrap().to_str().unwrap().to_owned();
+        agent::publish(b, &web.join(&name));
+        let (kr, bs, url) = (s(&pki.keyring), s(b), name);
         let mut args = vec![
             "channel",
             "add",
