@@ -60,14 +60,19 @@ impl Fleet {
 
     /// `didymos agent <args>` against this device.
     pub fn agent(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_didymos"))
-            .arg("--conf")
+        self.agent_command(args).output().unwrap()
+    }
+
+    pub fn agent_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_didymos"));
+        cmd.arg("--conf")
             .arg(&self.device.conf)
             .arg("agent")
             .args(args)
             .envs(self.bus.env())
-            .output()
-            .unwrap()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
     }
 
     /// One step of the agent at `now`; its report.
