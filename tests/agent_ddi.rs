@@ -225,10 +225,10 @@ fn hawkbit_ddi_against_goosebit() {
     assert_eq!(d.reboots(), 1);
 
     // Withdrawn during the install: cancelled cleanly.
-    let mut e = device(&pki, &v1, &gb, "dev-2");
+    let e = device(&pki, &v1, &gb, "dev-2");
     e.step(NOW);
     gb.assign("dev-2", &big, &nginx.url("big.raucb"), "3.0");
-    let mut run = e
+    let run = e
         .agent_command(&["run", "--once", "--now", NOW])
         .spawn()
         .unwrap();

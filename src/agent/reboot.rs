@@ -22,11 +22,7 @@ pub struct Hold {
 
 impl std::fmt::Display for Hold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {:?} ({}: {:?})",
-            self.source, self.who, "why", self.why
-        )
+        write!(f, "{} {:?} (why: {:?})", self.source, self.who, self.why)
     }
 }
 

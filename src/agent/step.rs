@@ -372,7 +372,7 @@ impl Agent {
             .unwrap_or_else(|| self.next_check(now));
         let ddi = Arc::new(ddi);
         if mode == Mode::Act && (poll.config_data || !self.config_sent.load(Ordering::Relaxed)) {
-            let attrs = vec![
+            let attrs = [
                 ("compatible".to_owned(), dev.compatible.clone()),
                 ("variant".to_owned(), dev.variant.clone()),
                 ("sw_version".to_owned(), dev.system_version.clone()),
@@ -556,7 +556,8 @@ impl Agent {
             if let Some(w) = watcher {
                 let _ = w.await;
             }
-            if let Some(why) = cancelled.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            let why = cancelled.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(why) = why
                 && result.as_ref().is_err_and(InstallFailure::is_cancelled)
             {
                 state.pending = None;

@@ -36,7 +36,7 @@ pub enum SignedChannelError {
     Signature {
         what: String,
         #[source]
-        source: CmsError,
+        source: Box<CmsError>,
     },
     #[error("{what}: {source}")]
     Document {
@@ -97,7 +97,7 @@ impl VerifiedChannel {
         let signer = crate::cms::verify(content, &signature, keyring).map_err(|source| {
             SignedChannelError::Signature {
                 what: what.to_owned(),
-                source,
+                source: Box::new(source),
             }
         })?;
         let channel = Channel::parse(content).map_err(|source| SignedChannelError::Document {

@@ -57,11 +57,9 @@ pub fn joins_at(r: &Rollout, wariness: f64) -> Timestamp {
     }
     let secs = r.duration.as_secs_f64() * (w - s) / (1.0 - s);
     // Rounded up, so that `admits(joins_at(w))` holds.
-    let join = r
-        .start
+    r.start
         .saturating_add(SignedDuration::from_secs_f64(secs.ceil()))
-        .unwrap_or(Timestamp::MAX);
-    join
+        .unwrap_or(Timestamp::MAX)
 }
 
 /// A device's default wariness: derived from an identifier that is stable
