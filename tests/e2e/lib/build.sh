@@ -10,8 +10,9 @@ E2E_SUITE=bookworm
 E2E_COMPATIBLE=didymos-e2e-qemu
 # Packages on top of debootstrap's minbase: the init system, the system bus,
 # what didymos links against, tc (netem in scenario 6), and polkit (the
-# update agent reboots through logind as an unprivileged user, scenario 7).
-E2E_PACKAGES=systemd-sysv,dbus,libssl3,iproute2,polkitd
+# update agent reboots through logind as an unprivileged user, scenario 7;
+# debootstrap resolves no virtual packages, so logind is named: libpam-systemd).
+E2E_PACKAGES=systemd-sysv,dbus,libssl3,iproute2,libpam-systemd,polkitd
 # Partition sizes in MiB: boot (GRUB, per-slot kernel and initramfs), store
 # (objects and images, ext4 with verity), data (bundles to install).
 E2E_BOOT_MB=128
