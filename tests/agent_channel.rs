@@ -314,6 +314,16 @@ fn expired_forged_and_replayed_channels_are_refused() {
     sign(&other);
     let out = check(BEFORE);
     assert!(out.contains("is not trusted by keyring"), "{out}");
+    // A hostile server: an answer far larger than a channel may be.
+    std::fs::write(&path, vec![b'#'; 8 * 1024 * 1024]).unwrap();
+    let out = check(BEFORE);
+    assert!(out.contains("the answer is larger than"), "{out}");
+    assert!(out.contains("misconfigured or hostile"), "{out}");
     // Nothing was installed from any of them.
     assert_eq!(d.version(), "2.0");
+    // The server is down.
+    drop(setup.nginx);
+    let out = check(BEFORE);
+    assert!(out.contains("GET http://127.0.0.1:"), "{out}");
+    assert!(out.contains("check that the server runs and is reachable"), "{out}");
 }

@@ -367,15 +367,27 @@ fn attributes(s: &str) -> Vec<(String, String)> {
 #[test]
 fn service_says_what_is_wrong_with_the_bus() {
     let device = Device::new("");
+    // A second daemon that waited in the name's queue would never exit:
+    // it gets 20 s, then the test fails.
     let run = |envs: Vec<(&'static str, String)>| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_didymos"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_didymos"))
             .arg("--conf")
             .arg(&device.conf)
             .arg("service")
             .env_remove("DBUS_STARTER_BUS_TYPE")
             .envs(envs)
-            .output()
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("didymos service did not exit (waiting for the name?)");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).into_owned()
     };

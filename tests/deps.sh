@@ -9,7 +9,7 @@ packages=(
   # tier 1: real peers
   dbus-daemon dbus-bin libglib2.0-bin grub-common libubootenv-tool fsverity nginx
   # tier 2: network faults for the HTTP installs (namespaces, loss, rate)
-  iproute2 nftables procps
+  iproute2 nftables procps tinyproxy
   # tier 1: systemd 257's busctl, fetched by tests/busctl/fetch
   curl gpgv xz-utils debian-archive-keyring
   # tier 2: mounts and filesystems

@@ -3,6 +3,8 @@
 //! by the kernel (netem, a link taken down, the server killed) and by the
 //! device (SIGKILL, a power cut), and servers that answer wrongly.
 
+#[path = "common/bundle.rs"]
+mod common_bundle;
 #[path = "common/device.rs"]
 mod device;
 #[path = "common/hostile.rs"]
@@ -190,16 +192,10 @@ fn full_and_delta_installs_fetch_only_what_the_device_lacks() {
 /// `tmp/partial/` first), about 20 MiB, all incompressible.
 fn big_bundle(d: &Device, version: u32) -> PathBuf {
     let root = d.path(&format!("big-{version}"));
-    let mut x: u64 = 0x9e37_79b9 ^ u64::from(version);
-    let mut noise = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+    let mut seed = u64::from(version) << 32;
+    let mut noise = |n: usize| {
+        seed += 1;
+        common_bundle::pseudo_random(n, seed)
     };
     std::fs::create_dir_all(root.join("usr/lib")).unwrap();
     std::fs::create_dir_all(root.join("boot")).unwrap();
@@ -695,6 +691,8 @@ fn a_lossy_slow_link_and_a_cut_link() {
     });
     let d = device("");
     let big = big_bundle(&d, 1);
+    let l = layout(&d, &big);
+    let total: u64 = l.stored.values().sum();
     web.publish(&big, "big.raucb");
     ns.loss(3);
     ns.rate("30mbit");
@@ -713,4 +711,80 @@ fn a_lossy_slow_link_and_a_cut_link() {
     });
     result.unwrap();
     d.fsck_clean();
+    // Lost packets are TCP's business; the cut costs the requests in flight.
+    let sent = web.bytes_sent();
+    assert!(
+        sent <= total + l.head + l.image + IN_FLIGHT,
+        "{sent} bytes sent for a {total}-byte payload"
+    );
+}
+
+/// Through an HTTP proxy (Debian's tinyproxy): the one `[streaming] proxy`
+/// names, and the one `http_proxy` names in the environment.
+#[test]
+fn through_a_proxy() {
+    let web = Nginx::start(Options::default());
+    let dir = tempfile::tempdir().unwrap();
+    let port = nginx::free_port();
+    let log = dir.path().join("tinyproxy.log");
+    let conf = dir.path().join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {port}\nListen 127.0.0.1\nAllow 127.0.0.1\nMaxClients 20\nTimeout 60\n\
+             LogFile \"{}\"\nLogLevel Connect\nConnectPort {}\n",
+            log.display(),
+            web.port
+        ),
+    )
+    .unwrap();
+    let mut proxy = Command::new("tinyproxy")
+        .arg("-d")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tinyproxy (Debian package tinyproxy, tests/deps.sh)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "tinyproxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let proxied = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(&format!("127.0.0.1:{}", web.port))
+            .count()
+    };
+    let d = device(&format!("proxy = \"http://127.0.0.1:{port}\"\n"));
+    let v1 = d.bundle(1, None);
+    web.publish(&v1, "v1.raucb");
+    install_url(&d, &web.url("v1.raucb")).unwrap();
+    let by_config = proxied();
+    assert!(
+        by_config > 0,
+        "the proxy saw nothing: {:?}",
+        std::fs::read_to_string(&log)
+    );
+
+    let d2 = device("");
+    std::fs::copy(&d.pki.keyring, &d2.config.keyring.path).unwrap();
+    let out = d2
+        .cli()
+        .args(["install", "--direct", &web.url("v1.raucb")])
+        .env("http_proxy", format!("http://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        proxied() > by_config,
+        "http_proxy from the environment was not used"
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
 }

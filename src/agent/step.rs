@@ -85,6 +85,9 @@ pub struct Agent {
     pub device_id: String,
     pub wariness: f64,
     config_sent: AtomicBool,
+    /// Whether this process gave back a fleet lock it might hold (once, at
+    /// the first idle step on a good slot, as Zincati does at start).
+    lock_released: AtomicBool,
 }
 
 fn report(
@@ -123,6 +126,7 @@ impl Agent {
             device_id,
             wariness,
             config_sent: AtomicBool::new(false),
+            lock_released: AtomicBool::new(false),
         }
     }
 
@@ -194,10 +198,12 @@ impl Agent {
         if mode == Mode::Act
             && let StrategyConfig::FleetLock { .. } = &self.cfg.strategy
             && dev.booted().and_then(|b| b.boot_status.as_deref()) == Some("good")
-            && !self.config_sent.load(Ordering::Relaxed)
-            && let Err(e) = self.release_lock().await
+            && !self.lock_released.load(Ordering::Relaxed)
         {
-            log::warn!("cannot release the fleet lock: {e}");
+            match self.release_lock().await {
+                Ok(()) => self.lock_released.store(true, Ordering::Relaxed),
+                Err(e) => log::warn!("cannot release the fleet lock: {e}"),
+            }
         }
         match &self.cfg.source {
             Source::None => unreachable!("enabled implies a source"),

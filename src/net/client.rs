@@ -43,6 +43,22 @@ fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, NetError> {
         .map_err(|e| NetError::Config(format!("{what} {}: {e}", path.display())))
 }
 
+/// The certificates of a PEM file (at least one).
+fn pem_certs(what: &str, path: &Path) -> Result<Vec<Certificate<'static>>, NetError> {
+    let bad = |detail: String| NetError::Config(format!("{what} {}: {detail}", path.display()));
+    let pem = read_file(what, path)?;
+    let certs = openssl::x509::X509::stack_from_pem(&pem)
+        .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("holds no certificate".into()));
+    }
+    certs
+        .iter()
+        .map(|c| c.to_der().map(|d| Certificate::from_der(&d).to_owned()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))
+}
+
 /// Parses a header file: `Name: value` per line; blank lines and lines
 /// starting with `#` are skipped. Values are secret: messages name the line,
 /// never its value.
@@ -85,27 +101,7 @@ pub fn parse_headers(text: &str, origin: &Path) -> Result<Vec<(String, String)>,
 impl Client {
     pub fn new(s: &StreamingSection) -> Result<Self, NetError> {
         let root_certs = match &s.tls_ca {
-            Some(path) => {
-                let pem = read_file("tls-ca", path)?;
-                let certs = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| {
-                    NetError::Config(format!(
-                        "tls-ca {}: not PEM certificates: {e}",
-                        path.display()
-                    ))
-                })?;
-                if certs.is_empty() {
-                    return Err(NetError::Config(format!(
-                        "tls-ca {}: holds no certificate",
-                        path.display()
-                    )));
-                }
-                let ders = certs
-                    .iter()
-                    .map(|c| c.to_der().map(|d| Certificate::from_der(&d).to_owned()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| NetError::Config(format!("tls-ca {}: {e}", path.display())))?;
-                RootCerts::new_with_certs(&ders)
-            }
+            Some(path) => RootCerts::new_with_certs(&pem_certs("tls-ca", path)?),
             None => RootCerts::PlatformVerifier,
         };
         let client_cert = match (&s.tls_cert, &s.tls_key) {
@@ -171,20 +167,7 @@ impl Client {
 /// The client certificate and key, the key converted to PKCS#8 (what the
 /// TLS library takes) whatever PEM form it is in.
 fn client_cert(cert: &Path, key: &Path) -> Result<ClientCert, NetError> {
-    let pem = read_file("tls-cert", cert)?;
-    let certs = openssl::x509::X509::stack_from_pem(&pem)
-        .map_err(|e| NetError::Config(format!("tls-cert {}: {e}", cert.display())))?;
-    if certs.is_empty() {
-        return Err(NetError::Config(format!(
-            "tls-cert {}: holds no certificate",
-            cert.display()
-        )));
-    }
-    let ders = certs
-        .iter()
-        .map(|c| c.to_der().map(|d| Certificate::from_der(&d).to_owned()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| NetError::Config(format!("tls-cert {}: {e}", cert.display())))?;
+    let ders = pem_certs("tls-cert", cert)?;
     let key_pem = read_file("tls-key", key)?;
     let pkey = openssl::pkey::PKey::private_key_from_pem(&key_pem).map_err(|e| {
         NetError::Config(format!(

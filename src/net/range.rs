@@ -74,10 +74,7 @@ pub(crate) fn fetch(
                 if failures >= client.max_retries {
                     return Err(e.retried(failures + 1));
                 }
-                let delay = client
-                    .retry_delay
-                    .saturating_mul(1 << failures.min(16))
-                    .min(MAX_BACKOFF);
+                let delay = backoff(client, failures);
                 failures += 1;
                 log::warn!(
                     "{e}; retrying bytes {}-{} in {delay:.1?} (attempt {} of {})",
@@ -121,10 +118,7 @@ pub(crate) fn open(
             Ok(Some(head)) => return Ok((head, first)),
             Ok(None) => unreachable!("the first request always describes the file"),
             Err(e) if e.is_transient() && failures < client.max_retries => {
-                let delay = client
-                    .retry_delay
-                    .saturating_mul(1 << failures.min(16))
-                    .min(MAX_BACKOFF);
+                let delay = backoff(client, failures);
                 failures += 1;
                 log::warn!("{e}; retrying in {delay:.1?}");
                 std::thread::sleep(delay);
@@ -133,6 +127,15 @@ pub(crate) fn open(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The delay before the attempt after `failures` failed ones: doubling from
+/// `retry-delay`, at most a minute.
+fn backoff(client: &Client, failures: u32) -> Duration {
+    client
+        .retry_delay
+        .saturating_mul(1 << failures.min(16))
+        .min(MAX_BACKOFF)
 }
 
 /// One request. With `target.size == 0` it is the opening request: it may

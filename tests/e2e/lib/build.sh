@@ -143,14 +143,14 @@ e2e_rootfs_base() {
   # starts by D-Bus activation.
   local unit target
   for unit in didymos-mark-good.service:multi-user.target e2e-agent.service:multi-user.target \
-    e2e-mounts.service:local-fs.target systemd-networkd.service:multi-user.target \
-    systemd-networkd.socket:sockets.target didymos-agent.service:multi-user.target \
-    e2e-inhibit.service:multi-user.target; do
+    e2e-mounts.service:local-fs.target didymos-agent.service:multi-user.target \
+    e2e-inhibit.service:multi-user.target e2e-network.service:multi-user.target; do
     target=${unit#*:} unit=${unit%%:*}
     mkdir -p "$dir/etc/systemd/system/$target.wants"
     ln -sf "/usr/lib/systemd/system/$unit" "$dir/etc/systemd/system/$target.wants/$unit"
   done
-  for unit in e2e-mounts.service e2e-agent.service e2e-health.service e2e-inhibit.service; do
+  for unit in e2e-mounts.service e2e-agent.service e2e-health.service e2e-inhibit.service \
+    e2e-network.service; do
     mv "$dir/etc/systemd/system/$unit" "$dir/usr/lib/systemd/system/$unit"
   done
   mkdir -p "$dir/etc/systemd/system/boot-complete.target.requires"
