@@ -325,5 +325,8 @@ fn expired_forged_and_replayed_channels_are_refused() {
     drop(setup.nginx);
     let out = check(BEFORE);
     assert!(out.contains("GET http://127.0.0.1:"), "{out}");
-    assert!(out.contains("check that the server runs and is reachable"), "{out}");
+    assert!(
+        out.contains("check that the server runs and is reachable"),
+        "{out}"
+    );
 }

@@ -613,10 +613,12 @@ impl Agent {
                 self.reboot_step(state, &dev, now, Mode::Act, why).await
             }
             Err(f) => {
-                state.pending = None;
                 let retry = !permanent(&f);
+                // Reported before the update is forgotten: if the server
+                // cannot be told, the next check reports it (as interrupted).
                 self.verdict(state, &pending, false, &f.message, now)
                     .await?;
+                state.pending = None;
                 if retry {
                     // A transient failure is not remembered against the release.
                     state.failed.retain(|x| {
