@@ -55,6 +55,10 @@ pub struct SystemConfig {
     pub dbus: DbusSection,
     #[serde(default)]
     pub streaming: StreamingSection,
+    /// `[updates]`: the update agent (`didymos agent`, docs/fleet.md). Every
+    /// key is optional here; drop-ins in `updates.d/` may set them too.
+    #[serde(default)]
+    pub updates: UpdatesSection,
     /// The file this configuration was read from (for messages and relative paths).
     #[serde(skip)]
     pub path: PathBuf,
@@ -414,6 +418,76 @@ mod humantime_serde_compat {
             ))
         })
     }
+}
+
+/// `[updates]` as written in system.conf or a drop-in: every key optional,
+/// so that files can be merged key by key (`crate::agent::config`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UpdatesSection {
+    pub enabled: Option<bool>,
+    /// `channel` or `hawkbit`.
+    pub source: Option<String>,
+    /// The signed channel: a URL (`https://…`, `http://…`, `file://…`) or a path.
+    pub channel: Option<String>,
+    /// Trusted CA certificates for channel signatures (default: `[keyring] path`).
+    pub keyring: Option<PathBuf>,
+    /// How often to check, e.g. `"1h"`.
+    pub interval: Option<String>,
+    /// A random delay of up to this much is added to every interval.
+    pub jitter: Option<String>,
+    /// Rollout wariness, 0.0 (eager) to 1.0 (cautious).
+    pub wariness: Option<f64>,
+    pub allow_downgrade: Option<bool>,
+    /// `immediate`, `periodic` or `fleet-lock`.
+    pub strategy: Option<String>,
+    /// The longest inhibitors and deferrals may hold a due reboot back.
+    pub max_deferral: Option<String>,
+    /// Where the agent keeps its state (and `didymos status` reads it).
+    pub state_directory: Option<PathBuf>,
+    /// A command that reboots the device, instead of logind's `Reboot`.
+    pub reboot_command: Option<Vec<String>>,
+    /// CA certificates for HTTPS servers the agent talks to (default: the system's).
+    pub tls_ca: Option<PathBuf>,
+    /// How long a request may take, e.g. `"30s"`.
+    pub timeout: Option<String>,
+    pub periodic: Option<PeriodicSection>,
+    pub fleet_lock: Option<FleetLockSection>,
+    pub hawkbit: Option<HawkbitSection>,
+}
+
+/// `[updates.periodic]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PeriodicSection {
+    pub time_zone: Option<String>,
+    /// `"Mon,Thu 22:30 for 90m"`, …
+    pub windows: Option<Vec<String>>,
+}
+
+/// `[updates.fleet-lock]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FleetLockSection {
+    pub base_url: Option<String>,
+    pub group: Option<String>,
+    /// The id the lock server knows this device by (default: from the machine id).
+    pub id: Option<String>,
+}
+
+/// `[updates.hawkbit]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HawkbitSection {
+    /// The server's base URL, e.g. `https://hawkbit.example.com`.
+    pub server: Option<String>,
+    pub tenant: Option<String>,
+    /// The controller id (default: the machine id).
+    pub controller_id: Option<String>,
+    /// A file holding the target security token (`Authorization: TargetToken …`).
+    pub target_token_file: Option<PathBuf>,
+    /// A file holding the gateway security token (`Authorization: GatewayToken …`).
+    pub gateway_token_file: Option<PathBuf>,
 }
 
 fn default_data_directory() -> PathBuf {

@@ -2,6 +2,7 @@
 //!
 //! The module tree follows the life of an update:
 //!
+//! - [`agent`]: the fleet update agent (a D-Bus client of the service);
 //! - [`bundle`]: the signed container a build host makes and a device consumes;
 //! - [`cms`]: CMS signatures over a document's bytes, checked against a keyring;
 //! - [`image`]: the one adapter over the `composefs` crate (image writing, reading, digests);
@@ -16,6 +17,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod boot;
 pub mod bundle;
 pub mod cmdline;

@@ -21,6 +21,8 @@ packages=(
   initramfs-tools
   # benchmarks
   squashfs-tools xdelta3 zstd time
+  # bench/fleet-sim plots with gnuplot
+  gnuplot-nox
   # tar writers for the tar input tests
   libarchive-tools
   # container image input: podman builds, saves and exports the test images,

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod bundle;
+mod channel;
 mod demo;
 mod info;
 mod install;
@@ -70,6 +72,11 @@ enum Command {
     Fsck(store::FsckArgs),
     /// Run the D-Bus service.
     Service(service::Args),
+    /// The fleet update agent: find, install and reboot into updates (docs/fleet.md).
+    Agent(agent::Args),
+    /// Build signed update channels (build host; docs/channels.md).
+    #[command(subcommand)]
+    Channel(channel::Command),
     /// Set up a demo device in a local directory and take it through two updates.
     Demo(demo::Args),
 }
@@ -85,6 +92,8 @@ pub fn main() -> ExitCode {
         Command::Gc(args) => args.conf.clone(),
         Command::Fsck(args) => args.conf.clone(),
         Command::Service(args) => args.conf.clone(),
+        Command::Agent(args) => args.conf.clone(),
+        Command::Channel(cmd) => cmd.conf(),
         Command::Demo(_) => ConfArg::default(),
     };
     let global = Global {
@@ -101,6 +110,8 @@ pub fn main() -> ExitCode {
         Command::Gc(args) => store::gc(args, &global),
         Command::Fsck(args) => store::fsck(args, &global),
         Command::Service(args) => service::run(args, &global),
+        Command::Agent(args) => agent::run(args, &global),
+        Command::Channel(cmd) => channel::run(cmd, &global),
         Command::Demo(args) => demo::run(args, &global),
     };
     match result {

@@ -73,6 +73,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         return Ok(match service.status(&config) {
             Ok(status) => {
                 print!("{}", render(&status, args.output_format, args.detailed));
+                print!("{}", agent_section(&config, args.output_format));
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -80,7 +81,87 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     }
     let status = didymos::status::collect(&config)?;
     print!("{}", render(&status, args.output_format, args.detailed));
+    print!("{}", agent_section(&config, args.output_format));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The update agent's last check, next step and reason (readable and shell
+/// formats; `didymos agent check --json` has them as JSON).
+fn agent_section(config: &didymos::config::SystemConfig, format: Format) -> String {
+    use didymos::agent::config::AgentConfig;
+    use didymos::agent::state::AgentState;
+    let (cfg, state) = match AgentConfig::load(config) {
+        Ok(cfg) => {
+            let state = AgentState::load(&cfg.state_directory);
+            (Ok(cfg), state.map_err(|e| e.to_string()))
+        }
+        Err(e) => (Err(e.to_string()), Err(String::new())),
+    };
+    let enabled = cfg.as_ref().is_ok_and(|c| c.enabled);
+    let report = state.as_ref().ok().and_then(|s| s.last_check.clone());
+    let pending = state.as_ref().ok().and_then(|s| s.pending.clone());
+    if !enabled && report.is_none() && cfg.is_ok() {
+        return String::new();
+    }
+    match format {
+        Format::Shell => {
+            let q = |v: &str| format!("'{}'", v.replace('\'', "'\\''"));
+            let mut o = format!("DIDYMOS_AGENT_ENABLED={}\n", q(&enabled.to_string()));
+            if let Err(e) = &cfg {
+                o.push_str(&format!("DIDYMOS_AGENT_ERROR={}\n", q(e)));
+            }
+            if let Some(r) = &report {
+                o.push_str(&format!(
+                    "DIDYMOS_AGENT_LAST_CHECK={}\n",
+                    q(&r.at.to_string())
+                ));
+                o.push_str(&format!("DIDYMOS_AGENT_OUTCOME={}\n", q(&r.outcome)));
+                o.push_str(&format!("DIDYMOS_AGENT_NEXT_STEP={}\n", q(&r.next_step)));
+                o.push_str(&format!("DIDYMOS_AGENT_REASON={}\n", q(&r.reason)));
+            }
+            if let Some(o2) = state.as_ref().ok().and_then(|s| s.last_outcome.clone()) {
+                o.push_str(&format!(
+                    "DIDYMOS_AGENT_LAST_UPDATE={}\n",
+                    q(&format!(
+                        "{} {} {}",
+                        o2.version,
+                        if o2.success { "success" } else { "failure" },
+                        o2.message
+                    ))
+                ));
+            }
+            o
+        }
+        Format::Readable => {
+            let mut o = String::from("\nupdate agent:\n");
+            match (&cfg, &state) {
+                (Err(e), _) => o.push_str(&format!("  configuration error: {e}\n")),
+                (Ok(c), Err(e)) => o.push_str(&format!(
+                    "  {} (strategy {}); {e}\n",
+                    if c.enabled { "enabled" } else { "disabled" },
+                    c.strategy.name()
+                )),
+                (Ok(c), Ok(_)) => o.push_str(&format!(
+                    "  {} (strategy {})\n",
+                    if c.enabled { "enabled" } else { "disabled" },
+                    c.strategy.name()
+                )),
+            }
+            match &report {
+                Some(r) => {
+                    for line in didymos::agent::status_lines(r) {
+                        o.push_str(&format!("  {line}\n"));
+                    }
+                }
+                None => o.push_str("  no check yet\n"),
+            }
+            if let Some(p) = pending {
+                o.push_str(&format!("  in flight:   {} ({:?})\n", p.version, p.phase));
+            }
+            o
+        }
+        _ => String::new(),
+    }
 }
 
 pub fn render(s: &SystemStatus, format: Format, detailed: bool) -> String {

@@ -5,12 +5,14 @@
 # hash of its inputs. Sourced by tests/e2e/run after tests/lib/vm.sh.
 
 # Bump when the device's layout or build steps change (part of the cache key).
-E2E_FORMAT=2
+E2E_FORMAT=3
 E2E_SUITE=bookworm
 E2E_COMPATIBLE=didymos-e2e-qemu
 # Packages on top of debootstrap's minbase: the init system, the system bus,
-# what didymos links against, and tc (netem in scenario 6).
-E2E_PACKAGES=systemd-sysv,dbus,libssl3,iproute2
+# what didymos links against, tc (netem in scenario 6), and polkit (the
+# update agent reboots through logind as an unprivileged user, scenario 7;
+# debootstrap resolves no virtual packages, so logind is named: libpam-systemd).
+E2E_PACKAGES=systemd-sysv,dbus,libssl3,iproute2,libpam-systemd,polkitd
 # Partition sizes in MiB: boot (GRUB, per-slot kernel and initramfs), store
 # (objects and images, ext4 with verity), data (bundles to install).
 E2E_BOOT_MB=128
@@ -129,16 +131,26 @@ e2e_rootfs_base() {
   mkdir -p "$dir/usr/share/dbus-1/system-services"
   install -m 644 "$REPO/dbus/org.didymos.Installer1.service" "$dir/usr/share/dbus-1/system-services/org.didymos.Installer1.service"
   install -m 644 "$REPO/systemd/didymos.service" "$REPO/systemd/didymos-mark-good.service" "$dir/usr/lib/systemd/system/"
+  # The update agent: its unit, bus policy, polkit rule and user.
+  install -m 644 "$REPO/systemd/didymos-agent.service" "$dir/usr/lib/systemd/system/"
+  install -m 644 "$REPO/dbus/org.didymos.Agent1.conf" "$dir/usr/share/dbus-1/system.d/org.didymos.Agent1.conf"
+  mkdir -p "$dir/usr/share/polkit-1/rules.d" "$dir/usr/lib/sysusers.d"
+  install -m 644 "$REPO/polkit/didymos-agent.rules" "$dir/usr/share/polkit-1/rules.d/didymos-agent.rules"
+  install -m 644 "$REPO/systemd/didymos-agent.sysusers" "$dir/usr/lib/sysusers.d/didymos-agent.conf"
+  systemd-sysusers --root="$dir" "$dir/usr/lib/sysusers.d/didymos-agent.conf" >/dev/null ||
+    die "systemd-sysusers for the agent's user"
   # Enabled: mark-good, and the test's units. The daemon is not enabled: it
   # starts by D-Bus activation.
   local unit target
   for unit in didymos-mark-good.service:multi-user.target e2e-agent.service:multi-user.target \
-    e2e-mounts.service:local-fs.target; do
+    e2e-mounts.service:local-fs.target didymos-agent.service:multi-user.target \
+    e2e-inhibit.service:multi-user.target e2e-network.service:multi-user.target; do
     target=${unit#*:} unit=${unit%%:*}
     mkdir -p "$dir/etc/systemd/system/$target.wants"
     ln -sf "/usr/lib/systemd/system/$unit" "$dir/etc/systemd/system/$target.wants/$unit"
   done
-  for unit in e2e-mounts.service e2e-agent.service e2e-health.service; do
+  for unit in e2e-mounts.service e2e-agent.service e2e-health.service e2e-inhibit.service \
+    e2e-network.service; do
     mv "$dir/etc/systemd/system/$unit" "$dir/usr/lib/systemd/system/$unit"
   done
   mkdir -p "$dir/etc/systemd/system/boot-complete.target.requires"
@@ -177,6 +189,16 @@ EOF
       local i
       for i in $(seq 1 6); do e2e_noise "$dir/usr/share/didymos-e2e/net-$i" 2 "net-$i"; done
       e2e_noise "$dir/usr/share/didymos-e2e/net-large" 8 net-large
+      # Holds the reboot back for 60 s after the update agent started (scenario 7).
+      echo 60 >"$dir/usr/lib/didymos-e2e/inhibit"
+      ;;
+    6)
+      # Found by the update agent (scenario 7); holds every reboot back.
+      echo infinity >"$dir/usr/lib/didymos-e2e/inhibit"
+      ;;
+    7)
+      # Found by the update agent after 6; its health check fails.
+      touch "$dir/usr/lib/didymos-e2e/broken"
       ;;
   esac
 }
@@ -226,6 +248,7 @@ e2e_disk() {
   dd if="$w/data.part" of="$out" bs=512 seek=$s3 conv=notrunc,sparse status=none
   rm -f "$w/boot.part" "$w/store.part" "$w/data.part"
   E2E_STORE_OFFSET=$((s2 * 512))
+  E2E_DATA_OFFSET=$((s3 * 512))
 }
 
 # Writes GRUB's configuration and the shipped didymos script into the boot
@@ -276,13 +299,14 @@ e2e_build() {
     echo "$E2E_FORMAT $E2E_SUITE $E2E_PACKAGES ${E2E_MODULES[*]} $E2E_BOOT_MB $E2E_STORE_MB $E2E_DATA_MB"
     vm_hash "$E2E_DEBOOTSTRAP_TAR" "$BIN/didymos" "$BIN/didymos-setup-root" "$E2E_DIR/rootfs" \
       "$REPO/initramfs/busybox/init" "$E2E_DIR/factory-init" "$REPO/dbus" "$REPO/systemd" \
-      "$E2E_KEYRING" "$E2E_CERT" "$VM_VMLINUZ"
+      "$REPO/polkit" "$E2E_KEYRING" "$E2E_CERT" "$VM_VMLINUZ"
   ) | sha256sum | cut -c1-16)
   local dev="$E2E_CACHE/device-$key"
   E2E_PRISTINE=$dev/disk.raw
   E2E_WWW=$dev/www
   if [ -s "$dev/disk.raw" ] && [ -s "$dev/store-offset" ]; then
     E2E_STORE_OFFSET=$(cat "$dev/store-offset")
+    E2E_DATA_OFFSET=$(((2048 + (E2E_BOOT_MB + E2E_STORE_MB) * 2048) * 512))
     log "device $key from the cache"
     return
   fi
@@ -293,7 +317,7 @@ e2e_build() {
   e2e_rootfs_base "$w/rootfs-base" "$w/initrd.img"
   mkdir -p "$w/bundles/bundles"
   local v
-  for v in 1 2 3 4 5; do e2e_rootfs_version "$w/rootfs-base" "$w/rootfs-$v" "$v"; done
+  for v in 1 2 3 4 5 6 7; do e2e_rootfs_version "$w/rootfs-base" "$w/rootfs-$v" "$v"; done
   rm -rf "$w/rootfs-base"
   log "bundles: v1 full, v2 delta on v1, v3 and v4 delta on v2"
   e2e_bundle "$w/rootfs-1" "$w/bundles/bundles/v1.raucb" 1
@@ -304,6 +328,9 @@ e2e_build() {
   # fetches only what it lacks.
   mkdir -p "$w/www"
   e2e_bundle "$w/rootfs-5" "$w/www/v5.raucb" 5
+  # v6 and v7 are the update agent's (scenario 7), served by nginx too.
+  e2e_bundle "$w/rootfs-6" "$w/www/v6.raucb" 6 "$w/www/v5.raucb"
+  e2e_bundle "$w/rootfs-7" "$w/www/v7.raucb" 7 "$w/www/v6.raucb"
   rm -f "$w"/bundles/bundles/*.log "$w"/www/*.log
   # The canary's digest, to find its object on the store partition later.
   fsverity digest --compact "$w/rootfs-1/usr/share/didymos-e2e/canary" >"$w/canary.digest" ||

@@ -95,8 +95,8 @@ ACTIVATE='busctl get-property org.didymos.Installer1 / org.didymos.Installer1 Op
 
 declare -A RESULT
 # E2E_SCENARIOS picks some (e.g. "1 6"); each needs only a booted device, except
-# that 2-5 build on each other.
-read -r -a SCENARIOS <<<"${E2E_SCENARIOS:-1 2 3 4 5 6}"
+# that 2-5 build on each other and 7 on 6 (B runs v5).
+read -r -a SCENARIOS <<<"${E2E_SCENARIOS:-1 2 3 4 5 6 7}"
 DESCRIPTION=(
   [1]="first boot into slot A (v1), mark-good marks A good"
   [2]="install v2 (delta) through the daemon, reboot into B, B marked good"
@@ -104,6 +104,7 @@ DESCRIPTION=(
   [4]="power cut during an install: old slot boots, fsck clean, the same install then succeeds"
   [5]="an object of the running slot modified on the store partition: EIO in the guest, fsck names it"
   [6]="v5 from nginx on the host over HTTP through the daemon, netem delay and loss, the link cut mid-install; B boots v5"
+  [7]="the update agent alone: v6 from a channel on the host, rebooted into once a logind inhibitor let go, success; v7 rebooted into after max-deferral, rolled back, failure"
 )
 
 scenario_1() {
@@ -348,6 +349,86 @@ scenario_6() {
   guest_must 330 "$WAIT_MARK_GOOD" >/dev/null || return 1
   out=$(guest_must 60 "$STATUS") || return 1
   expect_in "$out" "^DIDYMOS_SLOT_BOOT_STATUS_2='good'$" "B (v5) is marked good"
+  nginx_stop
+  guest_poweroff
+}
+
+# The update agent (didymos-agent.service) on its own: a signed channel on the
+# host's nginx offers 5 -> 6 -> 7. Nothing is typed in the guest that changes
+# anything: the channel's URL arrives in a drop-in the host writes to the
+# data partition while the machine is off (/etc/didymos/updates.d links to
+# /data/didymos-updates.d); the agent installs, reboots and reports by
+# itself; the guest is only read. v5 holds a logind block inhibitor for 60 s
+# after the agent starts (e2e-inhibit.service), v6 holds one for ever (max-deferral is
+# 90 s), v7's health check fails.
+scenario_7() {
+  local out d="$E2E_WORK/channel" ch dropin a_before b_before deadline cmdline console
+  nginx_start || { fail "nginx did not start: $(cat "$NGINX_DIR/error.log")"; return 1; }
+  mkdir -p "$d"
+  ch=$d/stable.toml
+  "$BIN/didymos" channel new "$ch" --name e2e-stable >/dev/null &&
+    "$BIN/didymos" channel add "$ch" --keyring "$E2E_KEYRING" --bundle "$E2E_WWW/v5.raucb" --url v5.raucb >/dev/null &&
+    "$BIN/didymos" channel add "$ch" --keyring "$E2E_KEYRING" --bundle "$E2E_WWW/v6.raucb" --url v6.raucb >/dev/null &&
+    "$BIN/didymos" channel add "$ch" --keyring "$E2E_KEYRING" --bundle "$E2E_WWW/v7.raucb" --url v7.raucb --from 6 >/dev/null &&
+    "$BIN/didymos" channel sign "$ch" --cert "$E2E_CERT" --key "$E2E_KEY" --expires 1day \
+      --output "$E2E_WWW/stable.channel" >/dev/null || { fail "building the channel"; return 1; }
+  dropin=$d/50-e2e.toml
+  printf '[updates]\nchannel = "http://10.0.2.2:%s/stable.channel"\nwariness = 0.5\n' "$NGINX_PORT" >"$dropin"
+  chmod 644 "$dropin"
+  printf 'mkdir didymos-updates.d\ncd didymos-updates.d\nwrite %s 50-e2e.toml\n' "$dropin" |
+    debugfs -w -f - "$DISK?offset=$E2E_DATA_OFFSET" >"$E2E_WORK/debugfs-data.log" 2>&1 ||
+    { fail "writing the drop-in to the data partition"; return 1; }
+  GUEST_NIC=(-nic "user,model=virtio-net-pci,id=net0")
+  guest_start "$DISK"
+  GUEST_NIC=(-nic none)
+  guest_wait_ready || return 1
+  cmdline=$GUEST_CMDLINE
+  expect_in "$cmdline" 'didymos\.slot=B( |$)' "the machine boots B (v5)"
+  # The agent installs 6 into A, waits for the vendor's inhibitor, reboots.
+  guest_wait_ready || return 1
+  cmdline=$GUEST_CMDLINE
+  expect_in "$cmdline" 'didymos\.slot=A( |$)' "the agent rebooted into A by itself"
+  console=$(tr -d '\r' <"$GUEST_CONSOLE")
+  expect_in "$console" '6 is installed; the reboot is held back.*logind inhibitor "e2e-vendor-app"' \
+    "the reboot into 6 was held back by the logind block inhibitor"
+  expect_in "$console" 'rebooting into 6; next: verify the new slot after the boot; because channel "e2e-stable" \(sequence 1\) has an edge 5 -> 6; strategy immediate$' \
+    "then the agent rebooted into 6 once the inhibitor was released (before max-deferral)"
+  out=$(guest_must 30 'cat /etc/os-release') || return 1
+  expect_in "$out" '^VERSION_ID="6"$' "/etc/os-release says version 6"
+  guest_must 330 "$WAIT_MARK_GOOD" >/dev/null || return 1
+  # The agent reports success once A is marked good (the guest is only read).
+  out=$(guest_must 120 'for i in $(seq 120); do
+      didymos status --output-format shell | grep -q "^DIDYMOS_AGENT_LAST_UPDATE=.6 success" && break; sleep 1; done
+    didymos status --output-format shell | grep ^DIDYMOS_AGENT
+    systemctl show -p User --value didymos-agent.service') || return 1
+  expect_in "$out" "^DIDYMOS_AGENT_LAST_UPDATE='6 success booted into 6 in slot rootfs.0 and marked it good'$" \
+    "the agent reports 6 as a success"
+  expect_in "$out" '^didymos-agent$' "the agent runs as the unprivileged user didymos-agent"
+  # Then 7: held back by v6's inhibitor until max-deferral, then tried three
+  # times by GRUB, which falls back to A.
+  a_before=$(grub_boots A) b_before=$(grub_boots B)
+  deadline=$(($(date +%s) + 6 * GUEST_BOOT_TIMEOUT))
+  while :; do
+    guest_wait_ready $((deadline - $(date +%s))) || return 1
+    case " $GUEST_CMDLINE " in *" didymos.slot=A "*) break ;; esac
+    log "an agent came up on: $GUEST_CMDLINE"
+  done
+  console=$(tr -d '\r' <"$GUEST_CONSOLE")
+  expect_in "$console" 'rebooting into 7; .*the maximum deferral \(1m 30s\) since .* is over, so the reboot goes ahead despite logind inhibitor "e2e-vendor-app"' \
+    "the reboot into 7 went ahead after max-deferral despite the inhibitor"
+  check "GRUB tried B (v7) 3 times" [ "$(($(grub_boots B) - b_before))" = 3 ]
+  check "then fell back to A" [ "$(($(grub_boots A) - a_before))" = 1 ]
+  guest_must 330 "$WAIT_MARK_GOOD" >/dev/null || return 1
+  out=$(guest_must 120 'for i in $(seq 120); do
+      didymos status --output-format shell | grep -q "^DIDYMOS_AGENT_LAST_UPDATE=.7 failure" && break; sleep 1; done
+    cat /etc/os-release; didymos status --output-format shell') || return 1
+  expect_in "$out" '^VERSION_ID="6"$' "the device runs 6 again"
+  expect_in "$out" "^DIDYMOS_AGENT_LAST_UPDATE='7 failure 7 in slot rootfs.1 was tried and did not come up healthy" \
+    "the agent reports 7 as a failure (rolled back)"
+  expect_in "$out" "^DIDYMOS_SLOT_BOOT_STATUS_2='bad'$" "B (v7) is bad"
+  out=$(guest_must 60 'sleep 20; didymos status --output-format shell | grep ^DIDYMOS_AGENT_OUTCOME') || return 1
+  expect_in "$out" "up to date: 6" "and does not try 7 again"
+  check "nginx served the channel and the bundles by range" grep -q 'GET /v7.raucb' "$NGINX_DIR/access.log"
   nginx_stop
   guest_poweroff
 }

@@ -1,0 +1,275 @@
+//! Helpers for the agent tests: a directory-backed device with its own
+//! private bus and installer, the agent run against it one step at a time
+//! with the time injected, the device "rebooted" (the installer restarted
+//! with another slot on the kernel command line, then marked good as
+//! didymos-mark-good.service does), and Debian's nginx serving a directory.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::common_dbus::{Bus, Device, Service};
+
+/// A device, its bus and its installer.
+pub struct Fleet {
+    pub bus: Bus,
+    pub device: Device,
+    pub service: Option<Service>,
+    pub pki: didymos::bundle::devpki::DevPki,
+}
+
+impl Fleet {
+    /// A device with `pki`'s keyring, holding `first` (a bundle) in slot A,
+    /// booted from A, with `updates` appended to its system.conf.
+    pub fn new(pki: &didymos::bundle::devpki::DevPki, first: &Path, updates: &str) -> Self {
+        let device = Device::new("");
+        std::fs::copy(&pki.keyring, device.path("keyring.pem")).unwrap();
+        let mut conf = std::fs::read_to_string(&device.conf).unwrap();
+        conf.push_str(&format!(
+            "\n[updates]\nstate-directory = \"agent\"\n\
+             reboot-command = [\"sh\", \"-c\", \"echo reboot >> {}\"]\n{updates}\n",
+            device.path("reboots").display()
+        ));
+        std::fs::write(&device.conf, conf).unwrap();
+        // The factory install, into slot A.
+        let config = didymos::config::SystemConfig::load(&device.conf).unwrap();
+        std::fs::write(device.path("cmdline"), "").unwrap();
+        use didymos::install::{BundleSource, CancelToken, InstallOptions, install};
+        install(
+            &config,
+            BundleSource::Path(first.to_owned()),
+            &InstallOptions::default(),
+            &|_| {},
+            &CancelToken::default(),
+        )
+        .unwrap();
+        std::fs::write(device.path("cmdline"), "quiet didymos.slot=A\n").unwrap();
+        didymos::install::mark(&config, didymos::boot::mark::MarkState::Good, "booted").unwrap();
+        let bus = Bus::session();
+        let service = Service::start(&bus, &device);
+        Fleet {
+            bus,
+            device,
+            service: Some(service),
+            pki: pki_clone(pki),
+        }
+    }
+
+    /// `didymos agent <args>` against this device.
+    pub fn agent(&self, args: &[&str]) -> Output {
+        self.agent_command(args).output().unwrap()
+    }
+
+    pub fn agent_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_didymos"));
+        cmd.arg("--conf")
+            .arg(&self.device.conf)
+            .arg("agent")
+            .args(args)
+            .envs(self.bus.env())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// One step of the agent at `now`; its report.
+    pub fn step(&self, now: &str) -> String {
+        let out = self.agent(&["run", "--once", "--now", now]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "agent step failed: {text}");
+        text
+    }
+
+    /// How often the agent asked for a reboot.
+    pub fn reboots(&self) -> usize {
+        std::fs::read_to_string(self.device.path("reboots"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
+    /// `didymos status` of the device (through the installer).
+    pub fn status(&self) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_didymos"))
+            .arg("--conf")
+            .arg(&self.device.conf)
+            .args(["status", "--output-format", "shell"])
+            .envs(self.bus.env())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn status_value(&self, key: &str) -> String {
+        self.status()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(|v| v.trim_matches('\'').to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The version the device runs.
+    pub fn version(&self) -> String {
+        self.status_value("DIDYMOS_SYSTEM_VERSION")
+    }
+
+    /// Reboots into the primary slot (or, with `fail`, tries it and falls
+    /// back, as the bootloader does when the slot never gets marked good),
+    /// then marks the booted slot good as didymos-mark-good.service does.
+    pub fn reboot(&mut self, fail: bool) {
+        let primary = self.status_value("DIDYMOS_BOOT_PRIMARY");
+        let bootname = if primary.ends_with(".0") { "A" } else { "B" };
+        drop(self.service.take());
+        let config = didymos::config::SystemConfig::load(&self.device.conf).unwrap();
+        if fail {
+            // The new slot's attempts ran out: the bootloader marks it bad
+            // and boots the old one again.
+            didymos::install::mark(&config, didymos::boot::mark::MarkState::Bad, &primary).unwrap();
+        } else {
+            std::fs::write(
+                self.device.path("cmdline"),
+                format!("quiet didymos.slot={bootname}\n"),
+            )
+            .unwrap();
+        }
+        self.service = Some(Service::start(&self.bus, &self.device));
+        let out = self.bus.busctl(&[
+            "call",
+            super::common_dbus::NAME,
+            "/",
+            super::common_dbus::IFACE,
+            "Mark",
+            "ss",
+            "good",
+            "booted",
+        ]);
+        assert!(
+            out.status.success(),
+            "mark-good: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn pki_clone(p: &didymos::bundle::devpki::DevPki) -> didymos::bundle::devpki::DevPki {
+    didymos::bundle::devpki::DevPki {
+        keyring: p.keyring.clone(),
+        root_key: p.root_key.clone(),
+        intermediate_cert: p.intermediate_cert.clone(),
+        intermediate_key: p.intermediate_key.clone(),
+        signing_cert: p.signing_cert.clone(),
+        signing_key: p.signing_key.clone(),
+    }
+}
+
+/// `didymos <args>` (the build host's commands), which must succeed.
+pub fn didymos(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_didymos"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "didymos {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Debian's nginx serving `root` on 127.0.0.1, stopped on drop.
+pub struct Nginx {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Nginx {
+    pub fn start(root: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // The workers run as nobody: every directory on the way must be searchable.
+        let mut p = Some(root);
+        while let Some(d) = p {
+            if d.starts_with(std::env::temp_dir()) && d != std::env::temp_dir() {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            p = d.parent();
+        }
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n\
+                 proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
+                 uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+                 server {{ listen 127.0.0.1:{port}; root {r}; }}\n}}\n",
+                d = dir.path().display(),
+                r = root.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start nginx (tests/deps.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx { port, dir, child }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// The request lines of the access log.
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A path as a string.
+pub fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+pub fn path_buf(p: &str) -> PathBuf {
+    PathBuf::from(p)
+}
+
+/// Copies a file into a web server's directory, readable by its workers.
+pub fn publish(from: &Path, to: &Path) {
+    std::fs::copy(from, to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
