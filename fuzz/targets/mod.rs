@@ -43,6 +43,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("system_conf", system_conf),
     ("slot_record", slot_record),
     ("dbus_wire", dbus_wire),
+    ("channel", channel),
+    ("ddi", ddi),
 ];
 
 /// The trusted CA of the fixed keyring the signature targets check against
@@ -529,5 +531,75 @@ pub fn dbus_wire(data: &[u8]) {
             let back = wire::slot_status_from_wire(&wire_name, &again).unwrap();
             assert_eq!(format!("{back:?}"), format!("{status:?}"));
         }
+    }
+}
+
+/// A channel file as the update agent reads one from a server: the
+/// signature block split off and checked against the fixed keyring, the
+/// document parsed, and the planner asked for the next hop from every
+/// release, at the channel's issue time and past every rollout's end.
+/// Input: a channel file (signed or not). An accepted document written back
+/// as TOML parses to itself; the planner never panics or loops.
+pub fn channel(data: &[u8]) {
+    use didymos::agent::channel::{Channel, signed};
+    use didymos::agent::plan::graph::{DeviceView, next_hop};
+    let _ = signed::VerifiedChannel::verify(data, &keyrings()[0], "fuzz");
+    let content = match signed::split(data, "fuzz") {
+        Ok((content, _)) => content,
+        Err(_) => signed::unsigned_part(data),
+    };
+    let Ok(channel) = Channel::parse(content) else {
+        return;
+    };
+    let text = channel.to_toml();
+    assert_eq!(
+        Channel::parse(text.as_bytes()).as_ref(),
+        Ok(&channel),
+        "{text}"
+    );
+    let failed: Vec<String> = channel
+        .releases
+        .iter()
+        .take(1)
+        .map(|r| r.manifest_hash.clone())
+        .collect();
+    let late = channel.channel.expires;
+    for release in channel.releases.iter().take(16) {
+        for (wariness, allow_downgrade, now) in [
+            (0.0, false, channel.channel.issued),
+            (0.5, true, late),
+            (1.0, false, late),
+        ] {
+            let device = DeviceView {
+                compatible: &release.compatible,
+                booted_version: Some(&release.version),
+                wariness,
+                allow_downgrade,
+                failed: &failed,
+            };
+            let _ = next_hop(&channel, &device, now);
+        }
+    }
+}
+
+/// A hawkBit DDI server's answers as the agent reads them (the server is
+/// not signed: only TLS stands between it and the device). Input: a JSON
+/// body, tried as the controller resource and as a `deploymentBase`, and
+/// as a polling interval (`HH:MM:SS`, which must format back to itself).
+pub fn ddi(data: &[u8]) {
+    use didymos::agent::ddi;
+    if let Ok(poll) = ddi::parse_poll(data, "fuzz") {
+        // The action id is the link's last path segment.
+        for (id, href) in poll.deployment.iter().chain(&poll.cancel) {
+            assert!(!id.contains(['/', '?', '#']), "{id} from {href}");
+        }
+    }
+    let _ = ddi::parse_deployment(data, "fuzz");
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Some(d) = ddi::parse_sleep(text)
+    {
+        let secs = d.as_secs();
+        let back = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+        assert_eq!(ddi::parse_sleep(&back), Some(d));
     }
 }

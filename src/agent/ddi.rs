@@ -84,7 +84,12 @@ pub fn parse_sleep(text: &str) -> Option<std::time::Duration> {
         .map(|p| p.parse().ok())
         .collect::<Option<_>>()?;
     let [h, m, s] = parts[..] else { return None };
-    (m < 60 && s < 60).then(|| std::time::Duration::from_secs(h * 3600 + m * 60 + s))
+    if m >= 60 || s >= 60 {
+        return None;
+    }
+    // The hours come from the server: a huge number is refused, not wrapped.
+    let secs = h.checked_mul(3600)?.checked_add(m * 60 + s)?;
+    Some(std::time::Duration::from_secs(secs))
 }
 
 /// The action id at the end of a DDI link (`…/deploymentBase/42?c=…`).
@@ -329,6 +334,21 @@ impl Ddi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_polling_interval_is_read_without_overflow() {
+        assert_eq!(
+            parse_sleep("01:02:03"),
+            Some(std::time::Duration::from_secs(3723))
+        );
+        assert_eq!(parse_sleep("00:60:00"), None);
+        assert_eq!(parse_sleep("1:2"), None);
+        // Hours a hostile server sends that do not fit in seconds.
+        assert_eq!(parse_sleep("18446744073709551615:00:00"), None);
+        assert_eq!(parse_sleep("5124095576030432:00:00"), None);
+        let poll = br#"{"config":{"polling":{"sleep":"5124095576030432:59:59"}}}"#;
+        assert_eq!(parse_poll(poll, "u").unwrap().sleep, None);
+    }
 
     #[test]
     fn parses_hawkbit_answers() {

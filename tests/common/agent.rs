@@ -253,9 +253,34 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGKILL to the workers, then the master. Killing only the master
+    /// leaves its workers listening: a "stopped" server kept answering.
     fn drop(&mut self) {
+        let out = Command::new("pgrep")
+            .args(["-P", &self.child.id().to_string()])
+            .output()
+            .unwrap();
+        let workers: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        for pid in &workers {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Signals are delivered asynchronously: wait until no worker runs
+        // (exited, or a zombie whose sockets are closed).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let running = |pid: &String| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+                .unwrap_or(false)
+        };
+        while workers.iter().any(running) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

@@ -196,7 +196,8 @@ impl Nginx {
 
     /// SIGKILL to the master and every worker: the server is gone, mid-answer.
     pub fn kill(&mut self) {
-        for pid in self.pids() {
+        let pids = self.pids();
+        for pid in &pids {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
@@ -205,6 +206,9 @@ impl Nginx {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A signal is delivered asynchronously: until every worker has
+        // exited (and closed its sockets), one may still answer a request.
+        wait_gone(&pids);
         let _ = std::fs::remove_file(self.dir.join("nginx.pid"));
     }
 
@@ -248,6 +252,21 @@ impl Nginx {
     /// Forgets the requests logged so far.
     pub fn clear_log(&self) {
         std::fs::write(self.dir.join("access.log"), "").unwrap();
+    }
+}
+
+/// Waits (up to 10 s) until none of `pids` runs: each has exited, or is a
+/// zombie its parent has yet to reap (its sockets are closed by then).
+fn wait_gone(pids: &[i32]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let running = |pid: &i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+            .unwrap_or(false)
+    };
+    while pids.iter().any(running) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
