@@ -12,6 +12,6 @@ DIDYMOS_GIT_BRANCH ??= "main"
 
 PV = "0.1.0+git"
 SRC_URI = "${DIDYMOS_GIT_URI};branch=${DIDYMOS_GIT_BRANCH};destsuffix=didymos"
-SRCREV = "b331e893493757152e583786d6dfac1bae07ce38"
+SRCREV = "0b85b28c87c1d78ed57455089afaf52ac2ad0a45"
 # After SRC_URI, which it adds to.
 require didymos-crates.inc
