@@ -9,8 +9,9 @@ use std::path::Path;
 /// The compatible string of the demo device and its bundles.
 pub const COMPATIBLE: &str = "didymos-demo";
 
-/// Deterministic pseudo-random bytes (xorshift), so sample trees are reproducible.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
+/// Deterministic pseudo-random bytes (xorshift), so sample trees and test
+/// data are reproducible.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {

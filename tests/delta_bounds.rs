@@ -37,15 +37,7 @@ unsafe impl GlobalAlloc for Counting {
 static A: Counting = Counting;
 
 fn pseudo(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    didymos::demo::noise(seed, n)
 }
 
 /// Decodes `patch` claiming `size` bytes; returns the peak of extra live

@@ -304,15 +304,7 @@ mod tests {
     use super::*;
 
     fn pseudo(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+        crate::demo::noise(seed, n)
     }
 
     fn opts() -> EncodeOptions {
