@@ -116,7 +116,7 @@ fn setup() -> Setup {
         shown.contains("rollout from 2030-06-01T00:00:00Z at 0 %"),
         "{shown}"
     );
-    let nginx = Nginx::start(&web);
+    let nginx = Nginx::serving(&web);
     Setup {
         _work: work,
         pki,
@@ -213,12 +213,12 @@ fn two_devices_follow_the_graph_through_a_barrier_and_a_rollout() {
     let log = setup.nginx.requests();
     assert!(
         log.iter()
-            .any(|r| r.contains("GET /bundles/didymos-test-4.0-4.raucb")),
+            .any(|r| r.request.contains("GET /bundles/didymos-test-4.0-4.raucb")),
         "{log:?}"
     );
     assert!(
         log.iter()
-            .any(|r| r.contains("GET /missing/3.0.raucb") && r.contains(" 404 ")),
+            .any(|r| r.request.contains("GET /missing/3.0.raucb") && r.status == 404),
         "{log:?}"
     );
     assert_eq!(eager.reboots(), 3);

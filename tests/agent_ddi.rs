@@ -175,7 +175,13 @@ fn hawkbit_ddi_against_goosebit() {
     ] {
         publish(b, &web.join(name));
     }
-    let nginx = Nginx::start(&web);
+    // The big bundle comes slowly, so that the install is still running
+    // when the deployment is withdrawn.
+    let nginx = Nginx::start(agent::nginx::Options {
+        root: Some(web.clone()),
+        locations: "location = /big.raucb { limit_rate 64k; }".into(),
+        ..Default::default()
+    });
     let mut gb = Goosebit::start();
 
     // Registration: the first poll asks for config data.

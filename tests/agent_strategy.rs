@@ -81,7 +81,7 @@ fn channel() -> Channel {
         "--output",
         &s(&web.join("stable.channel")),
     ]);
-    let nginx = Nginx::start(&web);
+    let nginx = Nginx::serving(&web);
     Channel {
         _host: host,
         pki,

@@ -8,10 +8,13 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use super::common_dbus::{Bus, Device, Service};
+
+#[path = "nginx.rs"]
+pub mod nginx;
+pub use nginx::Nginx;
 
 /// A device, its bus and its installer.
 pub struct Fleet {
@@ -182,106 +185,6 @@ pub fn didymos(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Debian's nginx serving `root` on 127.0.0.1, stopped on drop.
-pub struct Nginx {
-    pub port: u16,
-    pub dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Nginx {
-    pub fn start(root: &Path) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        // The workers run as nobody: every directory on the way must be searchable.
-        let mut p = Some(root);
-        while let Some(d) = p {
-            if d.starts_with(std::env::temp_dir()) && d != std::env::temp_dir() {
-                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-            }
-            p = d.parent();
-        }
-        let conf = dir.path().join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-                 events {{ worker_connections 64; }}\n\
-                 http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n\
-                 proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
-                 uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-                 server {{ listen 127.0.0.1:{port}; root {r}; }}\n}}\n",
-                d = dir.path().display(),
-                r = root.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir.path())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start nginx (tests/deps.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nginx { port, dir, child }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{path}", self.port)
-    }
-
-    /// The request lines of the access log.
-    pub fn requests(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("access.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for Nginx {
-    /// SIGKILL to the workers, then the master. Killing only the master
-    /// leaves its workers listening: a "stopped" server kept answering.
-    fn drop(&mut self) {
-        let out = Command::new("pgrep")
-            .args(["-P", &self.child.id().to_string()])
-            .output()
-            .unwrap();
-        let workers: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        for pid in &workers {
-            let _ = Command::new("kill").args(["-KILL", pid]).status();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Signals are delivered asynchronously: wait until no worker runs
-        // (exited, or a zombie whose sockets are closed).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let running = |pid: &String| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
-                .unwrap_or(false)
-        };
-        while workers.iter().any(running) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
 }
 
 /// A path as a string.

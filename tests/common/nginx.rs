@@ -43,6 +43,8 @@ pub struct Options {
     pub tls: Option<PathBuf>,
     /// More `location` blocks for the plain server.
     pub locations: String,
+    /// Serve this directory instead of a fresh `www` of the server's own.
+    pub root: Option<PathBuf>,
 }
 
 pub fn free_port() -> u16 {
@@ -60,14 +62,15 @@ impl Nginx {
             .tempdir()
             .unwrap()
             .keep();
-        let root = dir.join("www");
+        let root = options.root.clone().unwrap_or_else(|| dir.join("www"));
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
         let host = options.host.clone().unwrap_or_else(|| "127.0.0.1".into());
         let port = free_port();
         let d = dir.display();
+        let r = root.display();
         let mut servers = format!(
-            "server {{ listen {host}:{port}; root {d}/www;\n{}\n}}\n",
+            "server {{ listen {host}:{port}; root {r};\n{}\n}}\n",
             options.locations
         );
         let mut tls_ports = std::collections::BTreeMap::new();
@@ -82,7 +85,7 @@ impl Nginx {
                     String::new()
                 };
                 servers.push_str(&format!(
-                    "server {{ listen {host}:{tls_port} ssl; root {d}/www;\n\
+                    "server {{ listen {host}:{tls_port} ssl; root {r};\n\
                      ssl_certificate {p}/{cert}.pem; ssl_certificate_key {p}/{cert}.key; {client} }}\n"
                 ));
                 tls_ports.insert(name.to_owned(), tls_port);
@@ -176,47 +179,75 @@ impl Nginx {
         std::fs::rename(&tmp, &dest).unwrap();
     }
 
-    fn pids(&self) -> Vec<i32> {
-        // The master and its workers.
-        let master: i32 = match std::fs::read_to_string(self.dir.join("nginx.pid")) {
-            Ok(p) => p.trim().parse().unwrap_or(0),
-            Err(_) => return Vec::new(),
+    /// Debian's nginx serving `root` on 127.0.0.1.
+    pub fn serving(root: &Path) -> Self {
+        Self::start(Options {
+            root: Some(root.to_owned()),
+            ..Options::default()
+        })
+    }
+
+    fn master(&self) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join("nginx.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The master's workers.
+    fn workers(&self) -> Vec<i32> {
+        let Some(master) = self.master() else {
+            return Vec::new();
         };
         let out = Command::new("pgrep")
             .args(["-P", &master.to_string()])
             .output()
             .unwrap();
-        let mut pids: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
-            .collect();
-        pids.push(master);
-        pids
+            .collect()
     }
 
     /// SIGKILL to the master and every worker: the server is gone, mid-answer.
+    ///
+    /// The master goes first and is reaped before its workers are killed: a
+    /// master that outlives a worker starts a new one, which (orphaned by
+    /// the master's death a moment later) would go on answering.
     pub fn kill(&mut self) {
-        let pids = self.pids();
-        for pid in &pids {
+        let workers = self.workers();
+        if let Some(master) = self.master() {
             let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
+                .args(["-KILL", &master.to_string()])
                 .status();
+            wait_gone(&[master]);
         }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        for pid in &workers {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
         // A signal is delivered asynchronously: until every worker has
         // exited (and closed its sockets), one may still answer a request.
-        wait_gone(&pids);
+        wait_gone(&workers);
+        assert!(
+            !self.answers(),
+            "nginx was killed but {}:{} still answers",
+            self.host,
+            self.port
+        );
         let _ = std::fs::remove_file(self.dir.join("nginx.pid"));
     }
 
     /// SIGKILL to the workers only: the connections they serve break; the
     /// master starts new workers.
     pub fn kill_workers(&self) {
-        let pids = self.pids();
-        for pid in &pids[..pids.len().saturating_sub(1)] {
+        for pid in self.workers() {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
