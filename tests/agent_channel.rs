@@ -83,23 +83,7 @@ fn setup() -> Setup {
         "--duration",
         "10h",
     ]);
-    // Sign it valid from now for long enough that the injected times are
-    // within its life (issued now, expires in ten years).
-    let out = didymos(&[
-        "channel",
-        "sign",
-        &ch,
-        "--cert",
-        &s(&pki.signing_cert),
-        "--key",
-        &s(&pki.signing_key),
-        "--intermediate",
-        &s(&pki.intermediate_cert),
-        "--expires",
-        "3650days",
-        "--output",
-        &s(&web.join("stable.channel")),
-    ]);
+    let out = agent::sign_channel(&web.join("stable.toml"), &pki, &web.join("stable.channel"));
     assert!(out.contains("sequence 1"), "{out}");
     let shown = didymos(&[
         "channel",
@@ -253,23 +237,8 @@ fn expired_forged_and_replayed_channels_are_refused() {
     let setup = setup();
     let mut d = device(&setup, 0.5);
     let path = setup.web.join("stable.channel");
-    let doc = s(&setup.web.join("stable.toml"));
     let sign = |pki: &didymos::bundle::devpki::DevPki| {
-        didymos(&[
-            "channel",
-            "sign",
-            &doc,
-            "--cert",
-            &s(&pki.signing_cert),
-            "--key",
-            &s(&pki.signing_key),
-            "--intermediate",
-            &s(&pki.intermediate_cert),
-            "--expires",
-            "3650days",
-            "--output",
-            &s(&path),
-        ])
+        agent::sign_channel(&setup.web.join("stable.toml"), pki, &path)
     };
     // A replay: the device accepts sequence 2, then the server serves 1 again.
     std::fs::copy(&path, setup.web.join("old.channel")).unwrap();

@@ -66,21 +66,7 @@ fn channel() -> Channel {
         }
         didymos(&args);
     }
-    didymos(&[
-        "channel",
-        "sign",
-        &ch,
-        "--cert",
-        &s(&pki.signing_cert),
-        "--key",
-        &s(&pki.signing_key),
-        "--intermediate",
-        &s(&pki.intermediate_cert),
-        "--expires",
-        "3650days",
-        "--output",
-        &s(&web.join("stable.channel")),
-    ]);
+    agent::sign_channel(&web.join("stable.toml"), &pki, &web.join("stable.channel"));
     let nginx = Nginx::serving(&web);
     Channel {
         _host: host,

@@ -106,7 +106,42 @@ fn report(
     }
 }
 
+/// The record of an install that starts now from the booted slot.
+fn installing(
+    version: &str,
+    manifest_hash: &str,
+    origin: Origin,
+    dev: &DeviceStatus,
+    now: Timestamp,
+) -> Pending {
+    Pending {
+        version: version.to_owned(),
+        manifest_hash: manifest_hash.to_owned(),
+        origin,
+        phase: Phase::Installing,
+        from_version: dev.booted_version().map(str::to_owned),
+        from_slot: dev.booted().map(|s| s.name.clone()),
+        started: now,
+        due_since: None,
+        holds_lock: false,
+    }
+}
+
 impl Agent {
+    /// What `agent check` says when there is something to install.
+    fn would_install(&self, now: Timestamp, found: String, what: String, why: String) -> Report {
+        report(
+            now,
+            found,
+            format!(
+                "install {what}, then reboot by strategy {}",
+                self.cfg.strategy.name()
+            ),
+            why,
+            Some(now),
+        )
+    }
+
     pub fn new(
         cfg: AgentConfig,
         conn: zbus::Connection,
@@ -271,17 +306,15 @@ impl Agent {
                     if release.barrier { " (a barrier)" } else { "" }
                 );
                 if mode == Mode::Check {
-                    return Ok(report(
+                    return Ok(self.would_install(
                         now,
                         format!("update available: {from} -> {}", release.version),
                         format!(
-                            "install {} (pinned to manifest {}), then reboot by strategy {}",
+                            "{} (pinned to manifest {})",
                             release.version,
-                            &release.manifest_hash[..12],
-                            self.cfg.strategy.name()
+                            &release.manifest_hash[..12]
                         ),
                         why,
-                        Some(now),
                     ));
                 }
                 let locations: Vec<Location> = release
@@ -289,19 +322,15 @@ impl Agent {
                     .iter()
                     .map(|b| super::source::resolve(location, b))
                     .collect();
-                let pending = Pending {
-                    version: release.version.clone(),
-                    manifest_hash: release.manifest_hash.clone(),
-                    origin: Origin::Channel {
+                let pending = installing(
+                    &release.version,
+                    &release.manifest_hash,
+                    Origin::Channel {
                         location: location.to_owned(),
                     },
-                    phase: Phase::Installing,
-                    from_version: dev.booted_version().map(str::to_owned),
-                    from_slot: dev.booted().map(|s| s.name.clone()),
-                    started: now,
-                    due_since: None,
-                    holds_lock: false,
-                };
+                    dev,
+                    now,
+                );
                 let transaction = format!("didymos-agent {name} {}", release.version);
                 self.install(state, pending, &locations, &transaction, None, now, why)
                     .await?
@@ -451,35 +480,26 @@ impl Agent {
         }
         let why = format!("hawkBit action {id}: {} from {}", dep.version, dep.url);
         if mode == Mode::Check {
-            return Ok(report(
+            return Ok(self.would_install(
                 now,
                 format!("deployment available: {}", dep.version),
-                format!(
-                    "install {} by URL, then reboot by strategy {}",
-                    dep.version,
-                    self.cfg.strategy.name()
-                ),
+                format!("{} by URL", dep.version),
                 why,
-                Some(now),
             ));
         }
         // The token file must be readable before anything starts; the
         // artifact itself is fetched by the installer, with the headers of
         // its own [streaming] header-file (docs/fleet.md, "hawkBit DDI").
         ddi.authorization().map_err(|e| AgentError(e.to_string()))?;
-        let pending = Pending {
-            version: dep.version.clone(),
-            manifest_hash: String::new(),
-            origin: Origin::Ddi {
+        let pending = installing(
+            &dep.version,
+            "",
+            Origin::Ddi {
                 action_id: dep.action_id.clone(),
             },
-            phase: Phase::Installing,
-            from_version: dev.booted_version().map(str::to_owned),
-            from_slot: dev.booted().map(|s| s.name.clone()),
-            started: now,
-            due_since: None,
-            holds_lock: false,
-        };
+            dev,
+            now,
+        );
         let d = ddi.clone();
         let a = dep.action_id.clone();
         blocking(move || d.feedback(&a, Feedback::Proceeding(0), &["didymos: installing".into()]))

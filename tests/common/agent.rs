@@ -187,6 +187,27 @@ pub fn didymos(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `didymos channel sign` of the channel document `doc` into `output` by
+/// `pki`'s signer, valid for ten years from now (the tests' injected times
+/// lie within); its output.
+pub fn sign_channel(doc: &Path, pki: &didymos::bundle::devpki::DevPki, output: &Path) -> String {
+    didymos(&[
+        "channel",
+        "sign",
+        &s(doc),
+        "--cert",
+        &s(&pki.signing_cert),
+        "--key",
+        &s(&pki.signing_key),
+        "--intermediate",
+        &s(&pki.intermediate_cert),
+        "--expires",
+        "3650days",
+        "--output",
+        &s(output),
+    ])
+}
+
 /// A path as a string.
 pub fn s(p: &Path) -> String {
     p.display().to_string()
