@@ -73,7 +73,8 @@ echo
 declare -A results
 pair() { # name, old.tar, new.tar
   local name=$1 old=$2 new=$3 o n
-  o=$cache/$(basename "$old" .tar) n=$cache/$(basename "$new" .tar)
+  # The trees themselves, not links to them (mksquashfs would pack the link).
+  o=$(readlink -f "$cache/$(basename "$old" .tar)") n=$(readlink -f "$cache/$(basename "$new" .tar)")
   local w=$work/$name
   mkdir -p "$w"
   cat "$old" "$new" >/dev/null # warm the page cache
@@ -82,6 +83,7 @@ pair() { # name, old.tar, new.tar
   full=$(bundle "$new" "$w/full.raucb" 2.0)
   file=$(bundle "$new" "$w/file-delta.raucb" 2.0 --base "$w/old.raucb" --no-object-deltas)
   obj=$(bundle "$new" "$w/object-delta.raucb" 2.0 --base "$w/old.raucb")
+  obj19=$(bundle "$new" "$w/object-delta-19.raucb" 2.0 --base "$w/old.raucb" --delta-level 19)
   xt=$(measure xdelta3 -9 -B 1073741824 -e -f -s "$old" "$new" "$w/tar.xdelta")
   squash_rauc "$o" "$w/old.squashfs" >/dev/null
   squash_rauc "$n" "$w/new.squashfs" >/dev/null
@@ -93,6 +95,7 @@ pair() { # name, old.tar, new.tar
   echo "| update | size | wall time | CPU time | peak RSS |"
   echo "|---|---|---|---|---|"
   row "didymos object-delta bundle (\`--base\`)" "$w/object-delta.raucb" "$obj"
+  row "didymos object-delta bundle, \`--delta-level 19\`" "$w/object-delta-19.raucb" "$obj19"
   row "didymos file-level delta (\`--base --no-object-deltas\`)" "$w/file-delta.raucb" "$file"
   row "didymos full bundle" "$w/full.raucb" "$full"
   row "\`xdelta3 -9 -B 1073741824\` of the rootfs tars" "$w/tar.xdelta" "$xt"
@@ -111,7 +114,10 @@ pair() { # name, old.tar, new.tar
     local dev=$w/dev-$kind
     new_device "$dev"
     cp "$pki/root-ca.pem" "$dev/pki/root-ca.pem"
-    "$didymos" --conf "$dev/system.conf" install --direct "$w/old.raucb" >/dev/null
+    "$didymos" --conf "$dev/system.conf" install --direct "$w/old.raucb" >"$w/base-install.log" 2>&1 || {
+      cat "$w/base-install.log" >&2
+      exit 1
+    }
     printf 'didymos.slot=B\n' >"$dev/cmdline"
     sync
     local t written tw tc tr
