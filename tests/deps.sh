@@ -45,22 +45,23 @@ if ((${#missing[@]})); then
   # Never remove or downgrade what the machine already has: apt fails
   # instead (--no-remove). QEMU's packages must all be of one version, so
   # when one of them is already installed from bookworm-backports (a newer
-  # qemu-utils, say), the missing ones are taken from bookworm-backports too,
-  # through a source list of this run's own, leaving /etc/apt as it is.
+  # qemu-utils, say), the missing ones are taken from bookworm-backports
+  # too, and with them what they need at a newer version than bookworm has
+  # (qemu-system-common, qemu-system-data, seabios): a source list and a pin
+  # of this run's own, leaving /etc/apt as it is.
   apt_opts=(-y -qq --no-install-recommends --no-remove)
   bpo_qemu=$(dpkg-query -W -f='${Package} ${Version}\n' 'qemu-*' 2>/dev/null | awk '$2 ~ /~bpo12/ {print $1; exit}')
   if [ -n "$bpo_qemu" ]; then
     echo "tests/deps.sh: $bpo_qemu is from bookworm-backports; QEMU packages come from there too"
     bpo_list=$(mktemp)
+    bpo_pin=$(mktemp)
     echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-backports main" >"$bpo_list"
-    apt_opts+=(-o "Dir::Etc::sourcelist=$bpo_list")
+    printf 'Package: qemu-* seabios ipxe-qemu\nPin: release n=bookworm-backports\nPin-Priority: 990\n' >"$bpo_pin"
+    apt_opts+=(-o "Dir::Etc::sourcelist=$bpo_list" -o "Dir::Etc::preferences=$bpo_pin")
     apt-get -o "Dir::Etc::sourcelist=$bpo_list" update -qq
-    for i in "${!missing[@]}"; do
-      case ${missing[$i]} in qemu-*) missing[$i]="${missing[$i]}/bookworm-backports" ;; esac
-    done
   fi
   apt-get install "${apt_opts[@]}" "${missing[@]}"
-  [ -z "${bpo_list:-}" ] || rm -f "$bpo_list"
+  [ -z "${bpo_list:-}" ] || rm -f "$bpo_list" "$bpo_pin"
 fi
 
 # bitbake switches to en_US.UTF-8 and refuses to start without it.
