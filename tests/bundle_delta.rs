@@ -64,7 +64,7 @@ fn delta_carries_exactly_what_the_base_lacks() {
 
     // A base given as a bare image works the same.
     let ex = fx.path("v1x");
-    didymos::bundle::extract::extract(&b1v, &ex, None).unwrap();
+    didymos::bundle::extract::extract(&b1v, &ex, None, &didymos::bundle::NoBaseImages).unwrap();
     let mut o2 = o.clone();
     o2.output = fx.path("v2-delta-img.raucb");
     o2.bases = vec![ex.join("image.cfs")];

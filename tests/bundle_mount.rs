@@ -180,7 +180,7 @@ fn round_trip(legacy: bool) {
     let (b, _) = fx.bundle(&root, "b.raucb", "1");
     let v = Bundle::open(&b).unwrap().verify(&fx.keyring()).unwrap();
     let ex = fx.path("extracted");
-    didymos::bundle::extract::extract(&v, &ex, None).unwrap();
+    didymos::bundle::extract::extract(&v, &ex, None, &didymos::bundle::NoBaseImages).unwrap();
 
     let image = fs::File::open(ex.join("image.cfs")).unwrap();
     let staging = fx.path("staging");

@@ -46,6 +46,29 @@ fn binary_like(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// An executable's shape: an ELF header, then instructions whose 4-byte
+/// pointers point into the program. `moved` inserts 64 bytes of code in the
+/// middle and moves every pointer past them by 64: the change a one-function
+/// fix makes to a real binary.
+fn executable(records: usize, moved: bool) -> Vec<u8> {
+    let mut out = b"\x7fELF\x02\x01\x01\0".to_vec();
+    let ops = pseudo_random(records * 4, 21);
+    for i in 0..records {
+        if moved && i == records / 2 {
+            out.extend_from_slice(&pseudo_random(64, 22));
+        }
+        out.extend_from_slice(&ops[i * 4..i * 4 + 4]);
+        let to = (i as u32).wrapping_mul(2_654_435_761) % (records as u32 * 8);
+        let to = if moved && to > records as u32 * 4 {
+            to + 64
+        } else {
+            to
+        };
+        out.extend_from_slice(&to.to_le_bytes());
+    }
+    out
+}
+
 /// A small edit: `n` bytes changed at a few places, and 100 bytes inserted.
 fn edited(data: &[u8], seed: u64) -> Vec<u8> {
     let mut v = data.to_vec();
@@ -109,6 +132,7 @@ fn make_pair(dir: &Path) -> (PathBuf, PathBuf) {
         write(root, "etc/tiny", &t);
         write(root, "etc/empty", b"");
         write(root, "usr/share/same", &same);
+        write(root, "usr/bin/prog", &executable(25_000, v2));
         symlink(libname, root.join("usr/lib/libfoo.so.1")).unwrap();
         if v2 {
             write(root, "usr/bin/new", &binary_like(20_000, 7));
@@ -180,9 +204,48 @@ fn delta_bundle_picks_sources_by_path_and_by_version() {
     let v = open(&s.dev, &s.delta);
     let d = deltas(&v);
     // vmlinuz (same path), libfoo and foo.ko (renamed by version), the 4 KiB
-    // file (same path); the tiny file's delta does not save enough, the new
-    // file has no source.
-    assert_eq!(d.len(), 4, "{d:?}");
+    // file and the executable (same path); the tiny file's delta does not
+    // save enough, the new file has no source.
+    assert_eq!(d.len(), 5, "{d:?}");
+    // The executable's segment is in the bsdiff-style form (the top bit of
+    // its first length word), and small: its pointers moved, which the
+    // patch-from form matches poorly.
+    let prog = didymos::image::digest_bytes(&fs::read(s.v2_tree.join("usr/bin/prog")).unwrap());
+    let e = v.entry(&prog).expect("the executable is carried");
+    assert!(e.source.is_some(), "the executable is a delta");
+    let mut word = [0u8; 4];
+    std::os::unix::fs::FileExt::read_exact_at(
+        &fs::File::open(&s.delta).unwrap(),
+        &mut word,
+        e.offset,
+    )
+    .unwrap();
+    assert_ne!(
+        u32::from_le_bytes(word) & didymos::bundle::delta::BSDIFF_FLAG,
+        0,
+        "the executable's delta is not in the bsdiff-style form"
+    );
+    let (old, new) = (executable(25_000, false), executable(25_000, true));
+    let mut patch_from = Vec::new();
+    didymos::bundle::delta::encode(
+        &mut &new[..],
+        new.len() as u64,
+        &old,
+        didymos::bundle::delta::EncodeOptions {
+            level: 15,
+            long_distance: false,
+            executables: false,
+        },
+        u64::MAX,
+        &mut patch_from,
+    )
+    .unwrap();
+    assert!(
+        e.stored_size * 2 < patch_from.len() as u64,
+        "bsdiff form {} bytes, patch-from {}",
+        e.stored_size,
+        patch_from.len()
+    );
     assert!(
         v.index()
             .iter()
@@ -205,10 +268,19 @@ fn delta_bundle_picks_sources_by_path_and_by_version() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("Container:    version 2"), "{text}");
-    assert!(text.contains("Deltas:       4 objects"), "{text}");
+    assert!(text.contains("Container:    version 3"), "{text}");
+    assert!(text.contains("Deltas:       5 objects"), "{text}");
     assert!(
-        text.contains("Sources:      4 objects the device must hold"),
+        text.contains("Sources:      5 objects the device must hold"),
+        "{text}"
+    );
+    // The image is a delta against v1's.
+    let v1_image = open(&s.dev, &s.dev.path("v1.raucb"))
+        .manifest()
+        .image
+        .digest;
+    assert!(
+        text.contains(&format!("against base image {v1_image}")),
         "{text}"
     );
     // `bundle verify` checks the rest and says what it leaves to the device.
@@ -222,7 +294,13 @@ fn delta_bundle_picks_sources_by_path_and_by_version() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("deltas     4 not decoded"), "{text}");
+    assert!(text.contains("deltas     5 not decoded"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "image      stored as a delta against image {v1_image}"
+        )),
+        "{text}"
+    );
 }
 
 #[test]
@@ -355,7 +433,46 @@ fn a_missing_source_is_refused_before_anything_is_written() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("version 1.0"), "{err}");
+    // The image of a delta bundle is itself a delta against the base's
+    // image, which this device lacks too: that is what stops it first.
+    assert!(
+        err.contains("image is stored as a delta against image"),
+        "{err}"
+    );
     assert_eq!(fresh.snapshot(), before);
+}
+
+#[test]
+fn a_delta_bundle_is_a_base_together_with_its_own_base() {
+    // v3 built against the v2 delta bundle: v2's image is a delta against
+    // v1's, so v1 must be given too (in any order).
+    let s = setup();
+    let v3 = s.dev.path("tree-v3");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&s.v2_tree)
+        .arg(&v3)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    write(&v3, "etc/block4k", &binary_like(4096, 40));
+    let out = s.dev.path("v3.raucb");
+    let mut o = options(&s.dev, &v3, &out, "3.0");
+    o.bases = vec![s.delta.clone()];
+    let err = create::create(&o).unwrap_err().to_string();
+    assert!(err.contains("its image is a delta against image"), "{err}");
+    assert!(err.contains("give that base too"), "{err}");
+    assert!(!out.exists());
+    o.bases = vec![s.delta.clone(), s.dev.path("v1.raucb")];
+    create::create(&o).unwrap();
+    // The image is a delta against the first base's (v2's): it installs on
+    // a device that runs v2.
+    let v = open(&s.dev, &out);
+    assert_eq!(v.manifest().bases.len(), 2);
+    s.dev.install(&s.delta).unwrap();
+    s.dev.boot();
+    s.dev.mark_good();
+    s.dev.install(&out).unwrap();
 }
 
 #[test]
@@ -624,4 +741,41 @@ fn full_bundles_carry_a_dictionary_and_stay_reproducible() {
     );
     dev.install(&a).unwrap();
     dev.fsck_clean();
+}
+
+#[test]
+fn a_tampered_image_delta_is_refused_and_changes_nothing() {
+    let s = setup();
+    let span = Bundle::open(&s.delta).unwrap().header().image;
+    let bytes = fs::read(&s.delta).unwrap();
+    assert_eq!(
+        bytes[span.offset as usize], 1,
+        "the image is stored as a delta"
+    );
+    for (at, says) in [
+        (0u64, "neither a whole image nor a delta"),
+        (5, "which the manifest does not name as a base"),
+        (span.len / 2 + 16, "the frame"),
+    ] {
+        let mut bad = bytes.clone();
+        bad[(span.offset + at) as usize] ^= 0x5a;
+        let path = s.dev.path("bad-image.raucb");
+        fs::write(&path, &bad).unwrap();
+        let before = s.dev.snapshot();
+        let err = s.dev.install(&path).unwrap_err().to_string();
+        // A flipped byte in the frame: zstd refuses it, or it decodes to an
+        // image that is not the signed one.
+        let ok = if says == "the frame" {
+            err.contains("cannot decode the image region") || err.contains("image digest mismatch")
+        } else {
+            err.contains(says)
+        };
+        assert!(ok, "byte {at}: {err}");
+        assert_eq!(
+            s.dev.snapshot(),
+            before,
+            "byte {at}: the install changed the device"
+        );
+    }
+    s.dev.install(&s.delta).unwrap();
 }

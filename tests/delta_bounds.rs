@@ -74,6 +74,7 @@ fn hostile_patches_are_bounded_and_never_panic() {
         EncodeOptions {
             level: 3,
             long_distance: false,
+            executables: true,
         },
         u64::MAX,
         &mut good,
@@ -130,6 +131,24 @@ fn hostile_patches_are_bounded_and_never_panic() {
     fat.extend((frame.len() as u32).to_le_bytes());
     fat.extend(&frame);
     check(&fat, 1000);
+    // The bsdiff-style form: a frame stating a patch one byte larger than
+    // the bound (refused before the patch is allocated), and the largest
+    // patch accepted (every control, a whole segment of data), for a
+    // segment of 4 MiB against the 40 MiB source.
+    let flagged = |patch_len: u64| {
+        let patch = vec![0u8; patch_len as usize];
+        let frame = zstd::bulk::compress(&patch, 1).unwrap();
+        let mut p = (delta::BSDIFF_FLAG | frame.len() as u32)
+            .to_le_bytes()
+            .to_vec();
+        p.extend(&frame);
+        p
+    };
+    check(&flagged(delta::MAX_PATCH + 1), SEGMENT);
+    let mut largest = flagged(delta::MAX_PATCH);
+    check(&largest, SEGMENT);
+    largest.truncate(largest.len() - 1);
+    check(&largest, SEGMENT);
     assert!(
         worst as u64 <= DECODE_MEMORY_BOUND,
         "peak {worst} bytes, bound {DECODE_MEMORY_BOUND}"

@@ -59,8 +59,9 @@ fn every_target_has_a_binary_and_seeds() {
 }
 
 /// Writes the `delta` seeds (see `fuzz/targets/mod.rs` for their layout):
-/// deltas `delta::encode` makes of a small text changed in a few places and
-/// of an object of two segments against a short source (run by
+/// deltas `delta::encode` makes of a small text changed in a few places, of
+/// an object of two segments against a short source and of an executable
+/// whose pointers moved (its segment in the bsdiff-style form) (run by
 /// `fuzz/seed`, which names the directory in the environment).
 #[test]
 #[ignore = "makes seeds; run by fuzz/seed"]
@@ -81,11 +82,26 @@ fn write_delta_seeds() {
         .cycle()
         .take((delta::SEGMENT + 300_000) as usize)
         .collect();
+    // An "executable": the bsdiff-style form wins where every pointer moved.
+    let elf = |shift: u32| -> Vec<u8> {
+        let mut b = b"\x7fELF".to_vec();
+        for i in 0..2000u32 {
+            b.extend((i.wrapping_mul(2654435761) % 5000 + shift).to_le_bytes());
+            b.extend(b"mov ");
+        }
+        b
+    };
+    let (elf_old, elf_new) = (elf(0), elf(64));
     let options = EncodeOptions {
         level: 3,
         long_distance: false,
+        executables: true,
     };
-    for (name, source, target) in [("text", &text, &changed), ("two-segments", &pattern, &long)] {
+    for (name, source, target) in [
+        ("text", &text, &changed),
+        ("two-segments", &pattern, &long),
+        ("executable", &elf_old, &elf_new),
+    ] {
         let mut patch = Vec::new();
         delta::encode(
             &mut &target[..],

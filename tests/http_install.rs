@@ -81,7 +81,15 @@ fn layout(d: &Device, bundle: &Path) -> Layout {
             .map(|e| (e.digest, e.stored_size))
             .collect(),
         offsets: v.index().iter().map(|e| (e.digest, e.offset)).collect(),
-        referenced: didymos::image::referenced_objects(&v.read_image().unwrap()).unwrap(),
+        // A delta bundle's image may be a delta against an installed image.
+        referenced: didymos::image::referenced_objects(
+            &v.read_image_with(&didymos::store::Store::open(
+                &d.config.store.path,
+                d.config.store.verity,
+            ))
+            .unwrap(),
+        )
+        .unwrap(),
     }
 }
 

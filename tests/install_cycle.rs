@@ -8,13 +8,12 @@ use std::collections::BTreeSet;
 use device::Device;
 use didymos::install::InstallError;
 
-fn referenced(d: &Device, bundle: &std::path::Path) -> BTreeSet<didymos::Digest> {
-    let keyring = didymos::keyring::Keyring::load(&d.config.keyring).unwrap();
-    let b = didymos::bundle::Bundle::open(bundle)
-        .unwrap()
-        .verify(&keyring)
-        .unwrap();
-    didymos::image::referenced_objects(&b.read_image().unwrap()).unwrap()
+fn referenced(
+    d: &Device,
+    bundle: &std::path::Path,
+    bases: &[&std::path::Path],
+) -> BTreeSet<didymos::Digest> {
+    didymos::image::referenced_objects(&d.image(bundle, bases)).unwrap()
 }
 
 #[test]
@@ -24,9 +23,9 @@ fn full_cycle_with_delta_and_gc() {
     let v2 = d.bundle(2, Some(&v1));
     let v3 = d.bundle(3, None);
     let (r1, r2, r3) = (
-        referenced(&d, &v1),
-        referenced(&d, &v2),
-        referenced(&d, &v3),
+        referenced(&d, &v1, &[]),
+        referenced(&d, &v2, &[&v1]),
+        referenced(&d, &v3, &[]),
     );
 
     // v1 → A (nothing booted yet: the first slot).

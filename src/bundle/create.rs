@@ -50,6 +50,40 @@ pub const MAX_ZSTD_LEVEL: i32 = 19;
 /// zstd level of the image region (a few MB of metadata: level 9 takes a
 /// tenth of a second and is within 6 % of level 19).
 const IMAGE_ZSTD_LEVEL: i32 = 9;
+
+/// The image region's bytes. The image is metadata: alone it compresses
+/// about threefold. In version 3 (a bundle with bases) it is also tried as a
+/// delta against the first base's image (zstd patch-from at the delta
+/// level), which a device holds as the installed slot's image, and the
+/// smaller is kept.
+fn store_image(image: &[u8], version: u32, bases: &Bases, level: i32) -> io::Result<Vec<u8>> {
+    use crate::bundle::read::{IMAGE_DELTA, IMAGE_WHOLE};
+    let whole = zstd::bulk::compress(image, IMAGE_ZSTD_LEVEL)?;
+    if version < format::FORMAT_VERSION_3 {
+        return Ok(whole);
+    }
+    let mut best = vec![IMAGE_WHOLE];
+    best.extend_from_slice(&whole);
+    if let Some((digest, base)) = bases.images.first() {
+        let mut frame = Vec::new();
+        delta::patch_from_frame(
+            base,
+            image,
+            delta::EncodeOptions {
+                level: level.max(IMAGE_ZSTD_LEVEL),
+                long_distance: false,
+                executables: false,
+            },
+            &mut frame,
+        )?;
+        if 33 + frame.len() < best.len() {
+            best = vec![IMAGE_DELTA];
+            best.extend_from_slice(&digest.0);
+            best.extend_from_slice(&frame);
+        }
+    }
+    Ok(best)
+}
 /// Default zstd level of object deltas (see docs/bundle-format.md for the
 /// measurements behind it).
 pub const DEFAULT_DELTA_LEVEL: i32 = 15;
@@ -384,6 +418,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         delta: delta::EncodeOptions {
             level: opts.delta_level,
             long_distance: false,
+            executables: true,
         },
         deltas: opts.object_deltas && bases.has_sources(),
         dictionary: opts.dictionary && opts.bases.is_empty(),
@@ -430,12 +465,15 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         .as_ref()
         .filter(|_| index.iter().any(|e| e.encoding == Encoding::ZstdDict))
         .map_or(&[][..], |d| &d.bytes[..]);
-    let index_bytes = format::index_to_bytes(
-        format::FORMAT_VERSION_2,
-        &index,
-        dictionary_bytes,
-        objects_at,
-    );
+    // A bundle built against a base may hold deltas in the bsdiff-style
+    // form and its image as a delta: version 3, which older readers refuse
+    // before anything is written. Full bundles stay version 2.
+    let version = if bases.manifest.is_empty() {
+        format::FORMAT_VERSION_2
+    } else {
+        format::FORMAT_VERSION_3
+    };
+    let index_bytes = format::index_to_bytes(version, &index, dictionary_bytes, objects_at);
     let created = opts.created.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -466,10 +504,9 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
     manifest.format = manifest.needed_format();
     let manifest_text = manifest.to_toml();
     let signature = signer.sign(manifest_text.as_bytes())?;
-    // The image is metadata: it compresses about threefold.
-    let stored_image = zstd::bulk::compress(&image, IMAGE_ZSTD_LEVEL).map_err(out_err)?;
+    let stored_image = store_image(&image, version, &bases, opts.delta_level).map_err(out_err)?;
     let header = Header::laid_out(
-        format::FORMAT_VERSION_2,
+        version,
         manifest_text.len() as u64,
         signature.len() as u64,
         index_bytes.len() as u64,

@@ -11,6 +11,14 @@
 //! for each segment in order, its frame's length (u32, little-endian) and the
 //! frame.
 //!
+//! Container version 3 adds a second form of segment, for executables: the
+//! length word's top bit set ([`BSDIFF_FLAG`]), the frame is a plain zstd
+//! frame of a bsdiff-style patch against the same window (see [`patch`]):
+//! copies of approximately matching source runs with their byte-wise
+//! differences, which turn an address that moved by a constant into a run
+//! of equal small bytes, and literal bytes. The encoder makes both forms of
+//! an executable's segment and keeps the smaller.
+//!
 //! Both sides therefore hold at most one window, one frame and one segment at
 //! a time, whatever the object's size: decoding needs at most
 //! [`DECODE_MEMORY_BOUND`] bytes of buffers. Every length read from the
@@ -29,6 +37,8 @@ use zstd::zstd_safe::{self, CCtx, CParameter, DCtx};
 use super::BundleError;
 use crate::Digest;
 
+pub mod patch;
+
 /// Bytes of the object per zstd frame.
 pub const SEGMENT: u64 = 4 << 20;
 /// How far before and after its segment a frame's source window reaches.
@@ -38,10 +48,21 @@ pub const MAX_WINDOW: u64 = SEGMENT + 2 * MARGIN;
 /// Largest frame accepted: zstd's bound for a [`SEGMENT`] of incompressible
 /// bytes (`ZSTD_compressBound`), rounded up.
 pub const MAX_FRAME: u64 = SEGMENT + SEGMENT / 128 + 4096;
-/// Buffers a decode holds at once: a window, a frame and a segment (plus
-/// zstd's decoding context, about 160 KiB, which needs no window buffer since
-/// every frame is decoded in one call into its segment buffer).
-pub const DECODE_MEMORY_BOUND: u64 = MAX_WINDOW + MAX_FRAME + SEGMENT;
+/// The top bit of a segment's length word: the frame is a bsdiff-style
+/// patch ([`patch`]) rather than a zstd patch-from frame.
+pub const BSDIFF_FLAG: u32 = 1 << 31;
+/// Largest decoded bsdiff-style patch: its control count, at most
+/// [`patch::MAX_CONTROLS`] controls and exactly a segment of difference and
+/// literal bytes.
+pub const MAX_PATCH: u64 = 4 + patch::MAX_CONTROLS * patch::CONTROL_SIZE + SEGMENT;
+/// Largest frame of a bsdiff-style segment: zstd's bound for a
+/// [`MAX_PATCH`] of incompressible bytes, rounded up.
+pub const MAX_PATCH_FRAME: u64 = MAX_PATCH + MAX_PATCH / 128 + 4096;
+/// Buffers a decode holds at once: a window, a frame, a decoded patch and a
+/// segment (plus zstd's decoding context, about 160 KiB, which needs no
+/// window buffer since every frame is decoded in one call into a buffer of
+/// the size its header states, checked first).
+pub const DECODE_MEMORY_BOUND: u64 = MAX_WINDOW + MAX_PATCH_FRAME + MAX_PATCH + SEGMENT;
 
 /// A source object's bytes, read at any offset.
 pub trait SourceObject: Send + Sync {
@@ -185,6 +206,7 @@ pub fn decode(
     let mut left = stored_len;
     let mut frame = Vec::new();
     let mut window_buf = Vec::new();
+    let mut patch_buf = Vec::new();
     let mut out = Vec::new();
     for k in 0..segments(size) {
         let seg_len = (size - k * SEGMENT).min(SEGMENT) as usize;
@@ -197,10 +219,17 @@ pub fn decode(
         }
         stored.read_exact(&mut len).map_err(read_err)?;
         left -= 4;
-        let frame_len = u64::from(u32::from_le_bytes(len));
-        if frame_len == 0 || frame_len > MAX_FRAME || frame_len > left {
+        let word = u32::from_le_bytes(len);
+        let bsdiff = word & BSDIFF_FLAG != 0;
+        let frame_len = u64::from(word & !BSDIFF_FLAG);
+        let (max, form) = if bsdiff {
+            (MAX_PATCH_FRAME, "bsdiff-form ")
+        } else {
+            (MAX_FRAME, "")
+        };
+        if frame_len == 0 || frame_len > max || frame_len > left {
             return Err(corrupt(format!(
-                "segment {k} claims a {frame_len}-byte frame ({left} bytes left, at most {MAX_FRAME})"
+                "segment {k} claims a {frame_len}-byte {form}frame ({left} bytes left, at most {max})"
             )));
         }
         sized(&mut frame, frame_len as usize);
@@ -209,6 +238,31 @@ pub fn decode(
         read_window(source, k, source_len, &mut window_buf).map_err(source_err)?;
         sized(&mut out, seg_len);
         out.clear();
+        if bsdiff {
+            let claimed = zstd_safe::get_frame_content_size(&frame)
+                .ok()
+                .flatten()
+                .filter(|&n| n <= MAX_PATCH)
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "segment {k}: the patch's frame states no size of at most {MAX_PATCH} bytes"
+                    ))
+                })?;
+            sized(&mut patch_buf, claimed as usize);
+            patch_buf.clear();
+            let n = DCtx::create()
+                .decompress(&mut patch_buf, &frame)
+                .map_err(|c| corrupt(format!("segment {k}: {}", zstd_safe::get_error_name(c))))?;
+            if n as u64 != claimed {
+                return Err(corrupt(format!(
+                    "segment {k}: the patch decodes to {n} bytes, its frame says {claimed}"
+                )));
+            }
+            patch::apply(&patch_buf, &window_buf, seg_len, &mut out)
+                .map_err(|e| corrupt(format!("segment {k}: {e}")))?;
+            emit(&out)?;
+            continue;
+        }
         let mut dctx = DCtx::create();
         dctx.ref_prefix(&window_buf[..])
             .map_err(|c| corrupt(zstd_safe::get_error_name(c).to_owned()))?;
@@ -239,6 +293,9 @@ pub struct EncodeOptions {
     pub level: i32,
     /// Long-distance matching (finds matches far back in a large window).
     pub long_distance: bool,
+    /// Also make the bsdiff-style form of each segment of an executable
+    /// (an ELF object) and keep the smaller (container version 3).
+    pub executables: bool,
 }
 
 /// Makes the delta of `target` (`size` bytes, read in order) against
@@ -257,46 +314,70 @@ pub fn encode(
     let mut window_buf = Vec::new();
     let mut seg = Vec::new();
     let mut frame = Vec::new();
+    let mut scratch = patch::Scratch::default();
+    let mut executable = false;
     let mut written = 0u64;
-    let zerr = |c| io::Error::other(zstd_safe::get_error_name(c));
     for k in 0..segments(size) {
         let seg_len = (size - k * SEGMENT).min(SEGMENT) as usize;
         seg.resize(seg_len, 0);
         target.read_exact(&mut seg)?;
-        read_window(source, k, source_len, &mut window_buf)?;
-        let mut cctx = CCtx::create();
-        cctx.set_parameter(CParameter::CompressionLevel(options.level))
-            .map_err(zerr)?;
-        let needed = (window_buf.len() + seg_len).max(1 << 10) as u64;
-        let wlog = (64 - (needed - 1).leading_zeros()).clamp(10, 27);
-        cctx.set_parameter(CParameter::WindowLog(wlog))
-            .map_err(zerr)?;
-        cctx.set_parameter(CParameter::ChecksumFlag(false))
-            .map_err(zerr)?;
-        cctx.set_parameter(CParameter::DictIdFlag(false))
-            .map_err(zerr)?;
-        // Beyond a few MiB the match finder's tables cover little of the
-        // window; long-distance matching finds the rest (as `zstd
-        // --patch-from` does for large inputs).
-        if options.long_distance || needed > LONG_DISTANCE_FROM {
-            cctx.set_parameter(CParameter::EnableLongDistanceMatching(true))
-                .map_err(zerr)?;
+        if k == 0 {
+            executable = options.executables && seg.starts_with(b"\x7fELF");
         }
-        cctx.set_pledged_src_size(Some(seg_len as u64))
-            .map_err(zerr)?;
-        cctx.ref_prefix(&window_buf[..]).map_err(zerr)?;
-        frame.clear();
-        frame.reserve_exact(zstd_safe::compress_bound(seg_len));
-        cctx.compress2(&mut frame, &seg).map_err(zerr)?;
+        read_window(source, k, source_len, &mut window_buf)?;
+        patch_from_frame(&window_buf, &seg, options, &mut frame)?;
         debug_assert!(frame.len() as u64 <= MAX_FRAME);
+        let mut word = frame.len() as u32;
+        if executable
+            && let Some(p) = patch::make(&window_buf, &seg, options.level, &mut scratch)?
+            && p.len() < frame.len()
+        {
+            frame = p;
+            word = BSDIFF_FLAG | frame.len() as u32;
+        }
         written += 4 + frame.len() as u64;
         if written > limit {
             return Ok(None);
         }
-        out.write_all(&(frame.len() as u32).to_le_bytes())?;
+        out.write_all(&word.to_le_bytes())?;
         out.write_all(&frame)?;
     }
     Ok(Some(written))
+}
+
+/// The zstd patch-from frame of `seg` against `window`, into `frame`.
+pub(crate) fn patch_from_frame(
+    window: &[u8],
+    seg: &[u8],
+    options: EncodeOptions,
+    frame: &mut Vec<u8>,
+) -> io::Result<()> {
+    let zerr = |c| io::Error::other(zstd_safe::get_error_name(c));
+    let mut cctx = CCtx::create();
+    cctx.set_parameter(CParameter::CompressionLevel(options.level))
+        .map_err(zerr)?;
+    let needed = (window.len() + seg.len()).max(1 << 10) as u64;
+    let wlog = (64 - (needed - 1).leading_zeros()).clamp(10, 27);
+    cctx.set_parameter(CParameter::WindowLog(wlog))
+        .map_err(zerr)?;
+    cctx.set_parameter(CParameter::ChecksumFlag(false))
+        .map_err(zerr)?;
+    cctx.set_parameter(CParameter::DictIdFlag(false))
+        .map_err(zerr)?;
+    // Beyond a few MiB the match finder's tables cover little of the
+    // window; long-distance matching finds the rest (as `zstd
+    // --patch-from` does for large inputs).
+    if options.long_distance || needed > LONG_DISTANCE_FROM {
+        cctx.set_parameter(CParameter::EnableLongDistanceMatching(true))
+            .map_err(zerr)?;
+    }
+    cctx.set_pledged_src_size(Some(seg.len() as u64))
+        .map_err(zerr)?;
+    cctx.ref_prefix(window).map_err(zerr)?;
+    frame.clear();
+    frame.reserve_exact(zstd_safe::compress_bound(seg.len()));
+    cctx.compress2(frame, seg).map_err(zerr)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -311,6 +392,7 @@ mod tests {
         EncodeOptions {
             level: 3,
             long_distance: false,
+            executables: true,
         }
     }
 
@@ -409,12 +491,27 @@ mod tests {
             }
         }
         // A frame length beyond the bound is refused before allocating.
-        let mut huge = u32::MAX.to_le_bytes().to_vec();
-        huge.extend_from_slice(&[0; 16]);
-        let err = decode_with(&huge, &source, 1 << 40)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("claims a 4294967295-byte frame"), "{err}");
+        for (word, says) in [
+            (
+                MAX_FRAME as u32 + 1,
+                format!("claims a {}-byte frame", MAX_FRAME + 1),
+            ),
+            (
+                u32::MAX,
+                "claims a 2147483647-byte bsdiff-form frame".into(),
+            ),
+            (
+                BSDIFF_FLAG | (MAX_PATCH_FRAME as u32 + 1),
+                format!("at most {MAX_PATCH_FRAME}"),
+            ),
+        ] {
+            let mut huge = word.to_le_bytes().to_vec();
+            huge.extend_from_slice(&[0; 16]);
+            let err = decode_with(&huge, &source, 1 << 40)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&says), "{err}");
+        }
         // A source shorter than the one the delta was made against.
         let short = source[..1000].to_vec();
         assert!(decode_with(&delta, &short, target.len() as u64).is_err());

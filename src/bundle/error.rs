@@ -87,6 +87,12 @@ pub enum BundleError {
         actual: Digest,
     },
     #[error(
+        "the bundle's image is stored as a delta against image {base}, which is not here; \
+         install (or extract with) a full bundle, or one built against the installed version, \
+         or give the base that holds it"
+    )]
+    ImageBaseMissing { base: Digest },
+    #[error(
         "object {digest} is a delta against object {source_digest}, which is not here; \
          install (or extract with) a full bundle, or give the base that holds it"
     )]

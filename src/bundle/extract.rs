@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::delta::{Chain, ObjectDir, Sources};
-use super::{BundleError, VerifiedBundle};
+use super::{BaseImages, BundleError, ImageChain, VerifiedBundle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -42,11 +42,13 @@ pub struct ExtractSummary {
 /// written to a temporary file, checked, and only then renamed into place.
 /// Deltas are decoded against objects already in `dir/objects` (an earlier
 /// extract of the base) or in `bases`; when a source is in neither, nothing
-/// is written.
+/// is written. An image stored as a delta is decoded against `dir/image.cfs`
+/// (that earlier extract's image) or an image from `images`.
 pub fn extract(
     bundle: &VerifiedBundle,
     dir: &Path,
     bases: Option<&dyn Sources>,
+    images: &dyn BaseImages,
 ) -> Result<ExtractSummary, ExtractError> {
     let werr = |path: &Path| {
         let path = path.to_owned();
@@ -85,8 +87,16 @@ pub fn extract(
             bases,
         });
     }
+    // The image first, before anything is written: a delta against a base
+    // image that is not at hand stops here.
+    let earlier: Vec<(crate::Digest, Vec<u8>)> =
+        crate::util::read_bounded(&dir.join("image.cfs"), super::format::MAX_IMAGE_SIZE)
+            .ok()
+            .map(|b| (crate::image::digest_bytes(&b), b))
+            .into_iter()
+            .collect();
+    let image = bundle.read_image_with(&ImageChain(vec![&earlier, images]))?;
     fs::create_dir_all(dir).map_err(werr(dir))?;
-    let image = bundle.read_image()?;
     let objects = dir.join("objects");
     fs::create_dir_all(&objects).map_err(werr(&objects))?;
     let mut summary = ExtractSummary {

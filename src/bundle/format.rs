@@ -19,8 +19,14 @@ pub const FORMAT_VERSION_1: u32 = 1;
 /// of delta sources and a compression dictionary; the dictionary and delta
 /// encodings. See `docs/bundle-format.md`.
 pub const FORMAT_VERSION_2: u32 = 2;
-/// The newest container layout this code reads (and the one it writes).
-pub const FORMAT_VERSION: u32 = FORMAT_VERSION_2;
+/// The third, written for every bundle built against a base: version 2's
+/// layout, delta segments in the bsdiff-style form too, and an image region
+/// that starts with a byte saying whether the image is stored whole (zstd)
+/// or as a delta against a base image. See `docs/bundle-format.md`.
+pub const FORMAT_VERSION_3: u32 = 3;
+/// The newest container layout this code reads (and writes for bundles
+/// with a base; full bundles are written as version 2).
+pub const FORMAT_VERSION: u32 = FORMAT_VERSION_3;
 /// Size of the fixed header.
 pub const HEADER_SIZE: usize = 128;
 /// Bytes of the header covered by its checksum.
@@ -775,10 +781,10 @@ mod tests {
             ),
             (
                 Box::new(move |b| {
-                    b[8] = 3;
+                    b[8] = 4;
                     size
                 }),
-                "version 3",
+                "version 4",
             ),
             (
                 Box::new(move |b| {
@@ -1019,9 +1025,9 @@ mod tests {
         let err = Header::parse(&v1.to_bytes(), v1.file_size()).unwrap_err();
         assert!(matches!(err, LayoutError::Misplaced { .. }), "{err}");
         // A version this build does not know says to use a newer didymos.
-        let mut v3 = h;
-        v3.version = 3;
-        let err = Header::parse(&v3.to_bytes(), h.file_size())
+        let mut v4 = h;
+        v4.version = 4;
+        let err = Header::parse(&v4.to_bytes(), h.file_size())
             .unwrap_err()
             .to_string();
         assert!(err.contains("use a newer didymos"), "{err}");

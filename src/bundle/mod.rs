@@ -34,7 +34,7 @@ pub use error::BundleError;
 pub use manifest::{
     Manifest, ManifestBase, ManifestError, ManifestImage, ManifestObjects, ManifestRaw,
 };
-pub use read::{BaseBundle, Bundle, VerifiedBundle};
+pub use read::{BaseBundle, BaseImages, Bundle, ImageChain, NoBaseImages, VerifiedBundle};
 pub use source::{FileSource, ReadAt};
 pub use verify::PayloadReport;
 

@@ -44,13 +44,76 @@ fn read_span(source: &dyn ReadAt, span: Span, region: Region) -> Result<Vec<u8>,
     Ok(buf)
 }
 
+/// Where the base image of an image stored as a delta (container version 3)
+/// is found: the device's store, a build host's `--base`, an extracted base.
+pub trait BaseImages {
+    /// The image named `digest`, if it is held here. Its bytes need not be
+    /// checked: an image decoded against the wrong ones fails the manifest's
+    /// digest.
+    fn base_image(&self, digest: &Digest) -> Option<Vec<u8>>;
+}
+
+/// No base images: an image stored as a delta cannot be read.
+pub struct NoBaseImages;
+
+impl BaseImages for NoBaseImages {
+    fn base_image(&self, _: &Digest) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+impl BaseImages for Vec<(Digest, Vec<u8>)> {
+    fn base_image(&self, digest: &Digest) -> Option<Vec<u8>> {
+        self.iter()
+            .find(|(d, _)| d == digest)
+            .map(|(_, b)| b.clone())
+    }
+}
+
+/// Several places to find base images in, tried in order.
+pub struct ImageChain<'a>(pub Vec<&'a dyn BaseImages>);
+
+impl BaseImages for ImageChain<'_> {
+    fn base_image(&self, digest: &Digest) -> Option<Vec<u8>> {
+        self.0.iter().find_map(|b| b.base_image(digest))
+    }
+}
+
+/// The first byte of a version 3 image region: the image follows as one
+/// zstd frame.
+pub const IMAGE_WHOLE: u8 = 0;
+/// The first byte of a version 3 image region: a base image's digest
+/// follows, then one zstd frame made against that image as a raw-content
+/// prefix (zstd's patch-from).
+pub const IMAGE_DELTA: u8 = 1;
+
+/// The base image a version 3 image region is a delta against, if it is.
+fn image_region_base(source: &dyn ReadAt, header: &Header) -> Result<Option<Digest>, BundleError> {
+    if header.version < format::FORMAT_VERSION_3 || header.image.len < 33 {
+        return Ok(None);
+    }
+    let mut head = [0u8; 33];
+    source
+        .read_exact_at(&mut head, header.image.offset)
+        .map_err(|source| BundleError::Read {
+            region: Region::Image,
+            source,
+        })?;
+    Ok((head[0] == IMAGE_DELTA).then(|| Digest(head[1..].try_into().unwrap())))
+}
+
 /// The image region's bytes: as they are in container version 1; in version
 /// 2 one zstd frame, decoded into at most `size` bytes (the manifest's
-/// `image.size`, itself bounded by the image limit), which it must fill.
+/// `image.size`, itself bounded by the image limit), which it must fill; in
+/// version 3 a byte first, then such a frame, or a base image's digest (one
+/// of the manifest's `bases`, found in `images`) and a frame decoded
+/// against that image.
 fn read_image_region(
     source: &dyn ReadAt,
     header: &Header,
     size: u64,
+    bases: &[crate::bundle::manifest::ManifestBase],
+    images: &dyn BaseImages,
 ) -> Result<Vec<u8>, BundleError> {
     let stored = read_span(source, header.image, Region::Image)?;
     if header.version == format::FORMAT_VERSION_1 {
@@ -63,11 +126,49 @@ fn read_image_region(
             limit: format::MAX_IMAGE_SIZE,
         });
     }
-    let image = zstd::bulk::Decompressor::new()
-        .and_then(|mut d| d.decompress(&stored, size as usize))
-        .map_err(|e| BundleError::ImageInvalid(format!("cannot decode the image region: {e}")))?;
+    let invalid = |detail: String| BundleError::ImageInvalid(detail);
+    let mut frame = &stored[..];
+    let mut base = None;
+    if header.version >= format::FORMAT_VERSION_3 {
+        match stored.first() {
+            Some(&IMAGE_WHOLE) => frame = &stored[1..],
+            Some(&IMAGE_DELTA) if stored.len() > 33 => {
+                let digest = Digest(stored[1..33].try_into().unwrap());
+                if !bases.iter().any(|b| b.image == digest) {
+                    return Err(invalid(format!(
+                        "the image is a delta against image {digest}, which the manifest does not name as a base"
+                    )));
+                }
+                let bytes = images
+                    .base_image(&digest)
+                    .ok_or(BundleError::ImageBaseMissing { base: digest })?;
+                base = Some(bytes);
+                frame = &stored[33..];
+            }
+            other => {
+                return Err(invalid(format!(
+                    "the image region starts with {other:?}, neither a whole image nor a delta"
+                )));
+            }
+        }
+    }
+    let mut image = Vec::new();
+    image
+        .try_reserve_exact(size as usize)
+        .map_err(|e| invalid(format!("cannot hold the {size}-byte image: {e}")))?;
+    let mut dctx = zstd::zstd_safe::DCtx::create();
+    if let Some(base) = &base {
+        dctx.ref_prefix(&base[..])
+            .map_err(|c| invalid(zstd::zstd_safe::get_error_name(c).to_owned()))?;
+    }
+    dctx.decompress(&mut image, frame).map_err(|c| {
+        invalid(format!(
+            "cannot decode the image region: {}",
+            zstd::zstd_safe::get_error_name(c)
+        ))
+    })?;
     if image.len() as u64 != size {
-        return Err(BundleError::ImageInvalid(format!(
+        return Err(invalid(format!(
             "the image region decodes to {} bytes, the manifest says {size}",
             image.len()
         )));
@@ -160,9 +261,18 @@ impl Bundle {
     /// manifest. For the build host (a `--base` bundle is the builder's own
     /// earlier output); devices use [`VerifiedBundle::read_image`].
     pub fn read_image_unverified(&self) -> Result<Vec<u8>, BundleError> {
+        self.read_image_unverified_with(&NoBaseImages)
+    }
+
+    /// [`Bundle::read_image_unverified`], an image stored as a delta decoded
+    /// against a base image from `images`.
+    pub fn read_image_unverified_with(
+        &self,
+        images: &dyn BaseImages,
+    ) -> Result<Vec<u8>, BundleError> {
         let m = self.manifest_unverified()?;
         let expected = m.image.digest;
-        let image = read_image_region(&*self.source, &self.header, m.image.size)?;
+        let image = read_image_region(&*self.source, &self.header, m.image.size, &m.bases, images)?;
         let actual = crate::image::digest_bytes(&image);
         if actual != expected {
             return Err(BundleError::ImageDigestMismatch { expected, actual });
@@ -399,12 +509,28 @@ impl VerifiedBundle {
         &self.bundle.source
     }
 
-    /// Reads the composefs image and checks it against the manifest's digest.
+    /// Reads the composefs image and checks it against the manifest's
+    /// digest. An image stored as a delta against a base image fails with
+    /// [`BundleError::ImageBaseMissing`]: see [`VerifiedBundle::read_image_with`].
     pub fn read_image(&self) -> Result<Vec<u8>, BundleError> {
+        self.read_image_with(&NoBaseImages)
+    }
+
+    /// The base image the image is stored as a delta against, if it is.
+    pub fn image_base(&self) -> Result<Option<Digest>, BundleError> {
+        image_region_base(&*self.bundle.source, &self.bundle.header)
+    }
+
+    /// Reads the composefs image, decoding an image stored as a delta
+    /// against its base image from `images`, and checks it against the
+    /// manifest's digest.
+    pub fn read_image_with(&self, images: &dyn BaseImages) -> Result<Vec<u8>, BundleError> {
         let image = read_image_region(
             &*self.bundle.source,
             &self.bundle.header,
             self.manifest().image.size,
+            &self.manifest().bases,
+            images,
         )?;
         let actual = crate::image::digest_bytes(&image);
         let expected = self.manifest().image.digest;
@@ -665,9 +791,18 @@ impl BaseBundle {
     pub fn container_version(&self) -> u32 {
         self.bundle.header.version
     }
-    /// The image, checked against the manifest's digest.
-    pub fn read_image(&self) -> Result<Vec<u8>, BundleError> {
-        self.bundle.read_image_unverified()
+    /// The image region's length, and the base image it is a delta against
+    /// if it is stored as one.
+    pub fn image_stored(&self) -> Result<(u64, Option<Digest>), BundleError> {
+        Ok((
+            self.bundle.header.image.len,
+            image_region_base(&*self.bundle.source, &self.bundle.header)?,
+        ))
+    }
+    /// The image, checked against the manifest's digest (an image stored
+    /// as a delta decoded against a base image from `images`).
+    pub fn read_image(&self, images: &dyn BaseImages) -> Result<Vec<u8>, BundleError> {
+        self.bundle.read_image_unverified_with(images)
     }
     /// The index entry for `digest`, if the base carries that object.
     pub fn entry(&self, digest: &Digest) -> Option<&IndexEntry> {

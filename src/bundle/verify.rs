@@ -19,6 +19,10 @@ pub struct PayloadReport {
     /// are (on the device, or by `bundle extract`): their frames are not
     /// decoded here.
     pub deltas: u64,
+    /// The base image the image is stored as a delta against: the image,
+    /// and which objects it references, are checked only where that base
+    /// is (install, extract), not here.
+    pub image_base: Option<crate::Digest>,
 }
 
 impl VerifiedBundle {
@@ -31,25 +35,16 @@ impl VerifiedBundle {
         &self,
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<PayloadReport, BundleError> {
-        let image = self.read_image()?;
-        let referenced = crate::image::referenced_objects(&image)
-            .map_err(|e| BundleError::ImageInvalid(e.to_string()))?;
-        let expected = self.manifest().objects.referenced;
-        if referenced.len() as u64 != expected {
-            return Err(BundleError::ImageInvalid(format!(
-                "the image references {} objects but the manifest says {expected}",
-                referenced.len()
-            )));
-        }
-        let raw: std::collections::BTreeSet<_> =
-            self.manifest().raw.iter().map(|r| r.digest).collect();
-        if let Some(e) = self
-            .index()
-            .iter()
-            .find(|e| !referenced.contains(&e.digest) && !raw.contains(&e.digest))
-        {
-            return Err(BundleError::ObjectNotReferenced(e.digest));
-        }
+        let image_base = self.image_base()?;
+        let (image_size, referenced) = if image_base.is_some() {
+            (
+                self.manifest().image.size,
+                self.manifest().objects.referenced,
+            )
+        } else {
+            let image = self.read_image()?;
+            (image.len() as u64, self.check_references(&image)?)
+        };
         let index = self.index();
         let total = index.len() as u64;
         let deltas = index.iter().filter(|e| e.source.is_some()).count() as u64;
@@ -98,11 +93,36 @@ impl VerifiedBundle {
             return Err(e);
         }
         Ok(PayloadReport {
-            image_size: image.len() as u64,
-            referenced: referenced.len() as u64,
+            image_size,
+            referenced,
             checked: total - deltas,
             bytes: bytes.into_inner(),
             deltas,
+            image_base,
         })
+    }
+
+    /// Checks that `image` references every carried object that is not a
+    /// raw image, and as many as the manifest says; returns that count.
+    fn check_references(&self, image: &[u8]) -> Result<u64, BundleError> {
+        let referenced = crate::image::referenced_objects(image)
+            .map_err(|e| BundleError::ImageInvalid(e.to_string()))?;
+        let expected = self.manifest().objects.referenced;
+        if referenced.len() as u64 != expected {
+            return Err(BundleError::ImageInvalid(format!(
+                "the image references {} objects but the manifest says {expected}",
+                referenced.len()
+            )));
+        }
+        let raw: std::collections::BTreeSet<_> =
+            self.manifest().raw.iter().map(|r| r.digest).collect();
+        if let Some(e) = self
+            .index()
+            .iter()
+            .find(|e| !referenced.contains(&e.digest) && !raw.contains(&e.digest))
+        {
+            return Err(BundleError::ObjectNotReferenced(e.digest));
+        }
+        Ok(referenced.len() as u64)
     }
 }

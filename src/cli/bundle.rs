@@ -387,6 +387,11 @@ fn verify_cmd(a: VerifyArgs, global: &Global) -> anyhow::Result<ExitCode> {
             report.deltas
         );
     }
+    if let Some(base) = report.image_base {
+        println!(
+            "  image      stored as a delta against image {base}: decoded and checked where that image is (install, extract)"
+        );
+    }
     for r in &v.manifest().raw {
         println!("  raw        {} {} ({} bytes)", r.class, r.digest, r.size);
     }
@@ -408,6 +413,11 @@ fn extract_cmd(a: ExtractArgs, global: &Global) -> anyhow::Result<ExitCode> {
         bases
             .as_ref()
             .map(|b| b as &dyn didymos::bundle::delta::Sources),
+        bases
+            .as_ref()
+            .map_or(&didymos::bundle::NoBaseImages as _, |b| {
+                b as &dyn didymos::bundle::BaseImages
+            }),
     )
     .with_context(|| {
         format!(

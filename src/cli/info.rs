@@ -158,6 +158,8 @@ struct Payload {
     container: u32,
     dictionary: u64,
     dictionary_objects: u64,
+    /// The image region's length, and the base image of an image delta.
+    image: (u64, Option<didymos::Digest>),
     /// (object, source, size, stored size) of each delta.
     deltas: Vec<(didymos::Digest, didymos::Digest, u64, u64)>,
 }
@@ -167,6 +169,7 @@ impl Payload {
         use didymos::bundle::Encoding;
         Payload {
             container: b.container_version(),
+            image: b.image_stored().unwrap_or((0, None)),
             dictionary: b.dictionary_len(),
             dictionary_objects: b
                 .index()
@@ -246,6 +249,12 @@ fn readable(
     }
     if let Some(p) = payload {
         line("Container:", format!("version {}", p.container));
+        if let (stored, Some(base)) = p.image {
+            line(
+                "Image delta:",
+                format!("{stored} bytes, against base image {base}"),
+            );
+        }
         if p.dictionary > 0 {
             line(
                 "Dictionary:",

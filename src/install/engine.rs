@@ -189,7 +189,9 @@ pub fn install(
     // not fetched again.
     let image = match store.read_image(&image_digest) {
         Ok(bytes) => bytes,
-        Err(_) => bundle.read_image()?,
+        Err(_) => bundle
+            .read_image_with(&store)
+            .map_err(|e| image_base_missing(e, &manifest))?,
     };
     let referenced = crate::image::referenced_objects(&image)
         .map_err(|e| InstallError::Store(StoreError::Source(format!("bundle image: {e}"))))?;
@@ -226,25 +228,7 @@ pub fn install(
         );
     }
     if !lacking.is_empty() {
-        let bases: Vec<String> = manifest
-            .bases
-            .iter()
-            .map(|b| {
-                if b.version.is_empty() {
-                    format!("image {}", b.image)
-                } else {
-                    format!("version {} (image {})", b.version, b.image)
-                }
-            })
-            .collect();
-        let base = if bases.is_empty() {
-            "this is not a delta bundle, so the bundle is incomplete".to_owned()
-        } else {
-            format!(
-                "the bundle is a delta against {}, which this device does not have",
-                bases.join(", ")
-            )
-        };
+        let base = describe_bases(&manifest);
         return Err(InstallError::MissingBaseObjects(format!(
             "{} object(s) the image needs are neither in the bundle nor on the device \
              (first: {}); {base}; install a full bundle or one built with --base of the \
@@ -603,6 +587,48 @@ fn check_delta_sources(
         )));
     }
     Ok(())
+}
+
+/// What a delta bundle is built against, for a device that lacks it.
+fn describe_bases(manifest: &crate::bundle::Manifest) -> String {
+    let bases: Vec<String> = manifest
+        .bases
+        .iter()
+        .map(|b| {
+            if b.version.is_empty() {
+                format!("image {}", b.image)
+            } else {
+                format!("version {} (image {})", b.version, b.image)
+            }
+        })
+        .collect();
+    if bases.is_empty() {
+        "this is not a delta bundle, so the bundle is incomplete".to_owned()
+    } else {
+        format!(
+            "the bundle is a delta against {}, which this device does not have",
+            bases.join(", ")
+        )
+    }
+}
+
+/// An image stored as a delta against a base image the store lacks is the
+/// missing-base refusal, before anything is written.
+pub(crate) fn image_base_missing(
+    e: crate::bundle::BundleError,
+    manifest: &crate::bundle::Manifest,
+) -> InstallError {
+    match e {
+        crate::bundle::BundleError::ImageBaseMissing { base } => {
+            InstallError::MissingBaseObjects(format!(
+                "the bundle's image is stored as a delta against image {base}, which is not on \
+                 this device; {}; install a full bundle or one built with --base of the \
+                 installed version",
+                describe_bases(manifest)
+            ))
+        }
+        other => other.into(),
+    }
 }
 
 /// Test-only: `DIDYMOS_FAILPOINT=delta-half-decoded` ends the process (as a

@@ -324,7 +324,9 @@ pub fn size_for_device(
     let (image, image_new) = match store.read_image(&digest) {
         Ok(bytes) => (bytes, 0),
         Err(_) => {
-            let bytes = bundle.read_image()?;
+            let bytes = bundle
+                .read_image_with(&store)
+                .map_err(|e| engine::image_base_missing(e, bundle.manifest()))?;
             let n = bytes.len() as u64;
             (bytes, n)
         }

@@ -637,6 +637,15 @@ impl<W: Write> Write for NoSpaceWatch<W> {
     }
 }
 
+/// The store's images (those of its installed slots) as the base images of
+/// image deltas. Without fs-verity a damaged image decodes to bytes that
+/// fail the new image's digest check, like a damaged delta source.
+impl crate::bundle::BaseImages for Store {
+    fn base_image(&self, digest: &Digest) -> Option<Vec<u8>> {
+        self.read_image(digest).ok()
+    }
+}
+
 /// The store is where a device finds the sources of a bundle's deltas: the
 /// objects of its installed slots.
 impl crate::bundle::delta::Sources for Store {

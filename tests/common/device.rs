@@ -155,6 +155,24 @@ impl Device {
         );
     }
 
+    /// The composefs image of `bundle`, checked against this device's
+    /// keyring; `bases` are the bundles its image may be a delta against,
+    /// in the order they were built (each may be a delta of the ones
+    /// before it).
+    pub fn image(&self, bundle: &Path, bases: &[&Path]) -> Vec<u8> {
+        let keyring = didymos::keyring::Keyring::load(&self.config.keyring).unwrap();
+        let mut images: Vec<(didymos::Digest, Vec<u8>)> = Vec::new();
+        for b in bases.iter().copied().chain([bundle]) {
+            let v = didymos::bundle::Bundle::open(b)
+                .unwrap()
+                .verify(&keyring)
+                .unwrap();
+            let image = v.read_image_with(&images).unwrap();
+            images.push((v.manifest().image.digest, image));
+        }
+        images.pop().unwrap().1
+    }
+
     pub fn objects(&self) -> std::collections::BTreeSet<didymos::Digest> {
         didymos::store::Store::open(&self.config.store.path, self.config.store.verity)
             .list_objects()

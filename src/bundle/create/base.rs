@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use super::super::delta::{NoSources, SourceObject, Sources};
 use super::super::format::{self, MAX_IMAGE_SIZE};
-use super::super::{BaseBundle, Bundle, ManifestBase};
+use super::super::{BaseBundle, BaseImages, Bundle, BundleError, ManifestBase};
 use super::CreateError;
 use crate::Digest;
 use crate::image::{self, ImageTree, VerityHasher};
@@ -46,6 +46,9 @@ pub struct Bases {
     by_path: HashMap<PathBuf, (Digest, u64)>,
     by_pattern: HashMap<String, Vec<(PathBuf, Digest, u64)>>,
     holders: Vec<Holder>,
+    /// Each base's image, by digest: the base of the new image's delta,
+    /// and of a base bundle's own image when that is a delta.
+    pub images: Vec<(Digest, Vec<u8>)>,
     tmp_dir: PathBuf,
 }
 
@@ -75,33 +78,63 @@ impl Bases {
             by_path: HashMap::new(),
             by_pattern: HashMap::new(),
             holders: Vec::new(),
+            images: Vec::new(),
             tmp_dir: tmp_dir.to_owned(),
         };
-        for path in paths {
-            let err = |detail: String| CreateError::Base {
-                path: path.clone(),
-                detail,
-            };
-            let (image, version, holder) = open_base(path).map_err(err)?;
-            let digest = image::digest_bytes(&image);
-            let tree = ImageTree::parse(&image)
-                .map_err(|e| err(format!("neither a bundle nor a composefs image: {e}")))?;
-            for (p, d, size) in tree.objects() {
-                bases.objects.insert(d);
-                bases
-                    .by_pattern
-                    .entry(version_pattern(&p))
-                    .or_default()
-                    .push((p.clone(), d, size));
-                bases.by_path.entry(p).or_insert((d, size));
+        // A base bundle whose image is itself a delta (a bundle built
+        // against an older one) is read once the base it names is loaded:
+        // in any order the bases are given.
+        let mut pending: Vec<&PathBuf> = paths.iter().collect();
+        while !pending.is_empty() {
+            let mut waiting = Vec::new();
+            let mut first_wait = None;
+            for path in pending.iter().copied() {
+                let err = |detail: String| CreateError::Base {
+                    path: path.clone(),
+                    detail,
+                };
+                let (image, version, holder) = match open_base(path, &bases.images) {
+                    Ok(opened) => opened,
+                    Err(OpenError::NeedsBase(e)) => {
+                        first_wait.get_or_insert((path, e));
+                        waiting.push(path);
+                        continue;
+                    }
+                    Err(OpenError::Other(e)) => return Err(err(e)),
+                };
+                bases.add(image, version, holder).map_err(err)?;
             }
-            bases.holders.push(holder);
-            bases.manifest.push(ManifestBase {
-                image: digest,
-                version,
-            });
+            if waiting.len() == pending.len() {
+                let (path, e) = first_wait.expect("something is waiting");
+                return Err(CreateError::Base {
+                    path: path.clone(),
+                    detail: format!("{e}: give that base too (another --base)"),
+                });
+            }
+            pending = waiting;
         }
         Ok(bases)
+    }
+
+    fn add(&mut self, image: Vec<u8>, version: String, holder: Holder) -> Result<(), String> {
+        let digest = image::digest_bytes(&image);
+        let tree = ImageTree::parse(&image)
+            .map_err(|e| format!("neither a bundle nor a composefs image: {e}"))?;
+        for (p, d, size) in tree.objects() {
+            self.objects.insert(d);
+            self.by_pattern
+                .entry(version_pattern(&p))
+                .or_default()
+                .push((p.clone(), d, size));
+            self.by_path.entry(p).or_insert((d, size));
+        }
+        self.holders.push(holder);
+        self.manifest.push(ManifestBase {
+            image: digest,
+            version,
+        });
+        self.images.push((digest, image));
+        Ok(())
     }
 
     /// Whether any base can give delta sources.
@@ -179,8 +212,27 @@ impl Sources for Bases {
     }
 }
 
-/// Opens one `--base`: its image, version and where its objects are.
-fn open_base(path: &Path) -> Result<(Vec<u8>, String, Holder), String> {
+impl BaseImages for Bases {
+    fn base_image(&self, digest: &Digest) -> Option<Vec<u8>> {
+        self.images.base_image(digest)
+    }
+}
+
+enum OpenError {
+    /// A base bundle's image is a delta against an image not loaded yet.
+    NeedsBase(String),
+    Other(String),
+}
+
+impl From<String> for OpenError {
+    fn from(e: String) -> Self {
+        OpenError::Other(e)
+    }
+}
+
+/// Opens one `--base`: its image, version and where its objects are (a
+/// base bundle's image decoded against `images` if it is a delta).
+fn open_base(path: &Path, images: &dyn BaseImages) -> Result<(Vec<u8>, String, Holder), OpenError> {
     let image_path = if path.is_dir() {
         path.join("image.cfs")
     } else {
@@ -192,7 +244,12 @@ fn open_base(path: &Path) -> Result<(Vec<u8>, String, Holder), String> {
     if magic[..n] == format::MAGIC {
         let b = Bundle::open(path).map_err(|e| e.to_string())?;
         let base = b.into_base().map_err(|e| e.to_string())?;
-        let image = base.read_image().map_err(|e| e.to_string())?;
+        let image = base.read_image(images).map_err(|e| match e {
+            BundleError::ImageBaseMissing { base } => {
+                OpenError::NeedsBase(format!("its image is a delta against image {base}"))
+            }
+            other => OpenError::Other(other.to_string()),
+        })?;
         let version = base.manifest().version.clone();
         return Ok((image, version, Holder::Bundle(Box::new(base))));
     }

@@ -204,6 +204,7 @@ pub fn encode(
             reader.seek(SeekFrom::Start(0)).map_err(io_err(label))?;
             let probe_options = EncodeOptions {
                 level: PROBE_LEVEL,
+                executables: false,
                 ..settings.delta
             };
             delta::encode(reader, size, &*source, probe_options, limit, &mut Count(0))
