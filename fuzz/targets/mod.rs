@@ -236,22 +236,40 @@ pub fn cms(data: &[u8]) {
     }
 }
 
+/// The image of the seed corpus's full bundle (`fuzz/seed`): the base image
+/// the seed delta bundle's image is a delta against, as a device's store
+/// holds it.
+const BASE_IMAGE: &[u8] = include_bytes!("../pki/base-image.cfs");
+
+fn base_images() -> &'static Vec<(Digest, Vec<u8>)> {
+    static IMAGES: OnceLock<Vec<(Digest, Vec<u8>)>> = OnceLock::new();
+    IMAGES.get_or_init(|| {
+        vec![(
+            didymos::image::digest_bytes(BASE_IMAGE),
+            BASE_IMAGE.to_vec(),
+        )]
+    })
+}
+
 /// Opening and verifying a whole bundle from memory, as `install` does:
 /// header, manifest and signature, the signature against the fixed
-/// keyring, the index against the signed manifest, then the image and
-/// every object streamed out and checked against its digest (the objects
-/// region is outside the signature: a changed byte there must be an error,
-/// never a panic). Input: a bundle file.
+/// keyring, the index against the signed manifest, then the image (a delta
+/// image decoded against the fixed base image) and every object streamed
+/// out and checked against its digest (the objects region is outside the
+/// signature: a changed byte there must be an error, never a panic).
+/// Input: a bundle file.
 pub fn bundle(data: &[u8]) {
     let Ok(b) = Bundle::from_source(Arc::new(data.to_vec())) else {
         return;
     };
     let _ = b.manifest_unverified();
     let _ = b.read_image_unverified();
+    let _ = b.read_image_unverified_with(base_images());
     let Ok(v) = b.verify(&keyrings()[0]) else {
         return;
     };
-    if let Ok(image) = v.read_image() {
+    let _ = v.image_base();
+    if let Ok(image) = v.read_image_with(base_images()) {
         let _ = didymos::image::referenced_objects(&image);
     }
     for entry in v.index() {
