@@ -103,7 +103,7 @@ pair() { # name, old.tar, new.tar
   echo
   echo "Object delta / best xdelta3: $(ratio "$(size "$w/object-delta.raucb")" "$best");" \
     "object delta / file-level delta: $(ratio "$(size "$w/object-delta.raucb")" "$(size "$w/file-delta.raucb")")."
-  "$didymos" info --no-verify "$w/object-delta.raucb" | sed -n 's/^\(Deltas\|Sources\|Objects\|Payload\):/  - \1:/p'
+  "$didymos" info --no-verify "$w/object-delta.raucb" | sed -n 's/^\(Deltas\|Sources\|Objects\|Payload\|Image delta\):/  - \1:/p'
   echo
 
   # Install: the object delta and the file-level delta over the same base,
