@@ -322,15 +322,17 @@ e2e_build() {
   log "bundles: v1 full, v2 delta on v1, v3 and v4 delta on v2"
   e2e_bundle "$w/rootfs-1" "$w/bundles/bundles/v1.raucb" 1
   e2e_bundle "$w/rootfs-2" "$w/bundles/bundles/v2.raucb" 2 "$w/bundles/bundles/v1.raucb"
-  e2e_bundle "$w/rootfs-3" "$w/bundles/bundles/v3.raucb" 3 "$w/bundles/bundles/v2.raucb"
-  e2e_bundle "$w/rootfs-4" "$w/bundles/bundles/v4.raucb" 4 "$w/bundles/bundles/v2.raucb"
+  # v2 is a delta bundle itself: its own base comes with it (its image is
+  # a delta against v1's).
+  e2e_bundle "$w/rootfs-3" "$w/bundles/bundles/v3.raucb" 3 "$w/bundles/bundles/v2.raucb" "$w/bundles/bundles/v1.raucb"
+  e2e_bundle "$w/rootfs-4" "$w/bundles/bundles/v4.raucb" 4 "$w/bundles/bundles/v2.raucb" "$w/bundles/bundles/v1.raucb"
   # v5 is served by nginx on the host (scenario 6), a full bundle: the device
   # fetches only what it lacks.
   mkdir -p "$w/www"
   e2e_bundle "$w/rootfs-5" "$w/www/v5.raucb" 5
   # v6 and v7 are the update agent's (scenario 7), served by nginx too.
   e2e_bundle "$w/rootfs-6" "$w/www/v6.raucb" 6 "$w/www/v5.raucb"
-  e2e_bundle "$w/rootfs-7" "$w/www/v7.raucb" 7 "$w/www/v6.raucb"
+  e2e_bundle "$w/rootfs-7" "$w/www/v7.raucb" 7 "$w/www/v6.raucb" "$w/www/v5.raucb"
   rm -f "$w"/bundles/bundles/*.log "$w"/www/*.log
   # The canary's digest, to find its object on the store partition later.
   fsverity digest --compact "$w/rootfs-1/usr/share/didymos-e2e/canary" >"$w/canary.digest" ||
