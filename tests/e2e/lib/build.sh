@@ -213,6 +213,19 @@ e2e_bundle() {
     "${base[@]}" >"$out.log" 2>&1 || die "didymos bundle create $version failed: $(tail -n5 "$out.log")"
 }
 
+# A bundle extracted over the bundles it is a delta of: DIR holds the last
+# one's image and every object, a --base for the next delta.
+e2e_extracted() {
+  local dir=$1 b
+  shift
+  rm -rf "$dir"
+  for b in "$@"; do
+    "$BIN/didymos" bundle extract --keyring "$E2E_KEYRING" "$b" "$dir" >"$dir.log" 2>&1 ||
+      die "didymos bundle extract $b failed: $(tail -n5 "$dir.log")"
+  done
+  rm -f "$dir.log"
+}
+
 # The boot partition: GRUB's modules, its configuration with the shipped
 # didymos fragment, an empty environment block and a directory per slot.
 e2e_boot_partition() {
@@ -322,17 +335,22 @@ e2e_build() {
   log "bundles: v1 full, v2 delta on v1, v3 and v4 delta on v2"
   e2e_bundle "$w/rootfs-1" "$w/bundles/bundles/v1.raucb" 1
   e2e_bundle "$w/rootfs-2" "$w/bundles/bundles/v2.raucb" 2 "$w/bundles/bundles/v1.raucb"
-  # v2 is a delta bundle itself: its own base comes with it (its image is
-  # a delta against v1's).
-  e2e_bundle "$w/rootfs-3" "$w/bundles/bundles/v3.raucb" 3 "$w/bundles/bundles/v2.raucb" "$w/bundles/bundles/v1.raucb"
-  e2e_bundle "$w/rootfs-4" "$w/bundles/bundles/v4.raucb" 4 "$w/bundles/bundles/v2.raucb" "$w/bundles/bundles/v1.raucb"
+  # v2 is a delta bundle itself, whose image is a delta against v1's: the
+  # base of v3 and v4 is v2 as extracted over v1 (v2's image and objects;
+  # giving v1 as a second --base would also leave out what only v1 has,
+  # which a device that installed v3 over v1 no longer holds).
+  e2e_extracted "$w/base-v2" "$w/bundles/bundles/v1.raucb" "$w/bundles/bundles/v2.raucb"
+  e2e_bundle "$w/rootfs-3" "$w/bundles/bundles/v3.raucb" 3 "$w/base-v2"
+  e2e_bundle "$w/rootfs-4" "$w/bundles/bundles/v4.raucb" 4 "$w/base-v2"
   # v5 is served by nginx on the host (scenario 6), a full bundle: the device
   # fetches only what it lacks.
   mkdir -p "$w/www"
   e2e_bundle "$w/rootfs-5" "$w/www/v5.raucb" 5
   # v6 and v7 are the update agent's (scenario 7), served by nginx too.
   e2e_bundle "$w/rootfs-6" "$w/www/v6.raucb" 6 "$w/www/v5.raucb"
-  e2e_bundle "$w/rootfs-7" "$w/www/v7.raucb" 7 "$w/www/v6.raucb" "$w/www/v5.raucb"
+  e2e_extracted "$w/base-v6" "$w/www/v5.raucb" "$w/www/v6.raucb"
+  e2e_bundle "$w/rootfs-7" "$w/www/v7.raucb" 7 "$w/base-v6"
+  rm -rf "$w/base-v2" "$w/base-v6"
   rm -f "$w"/bundles/bundles/*.log "$w"/www/*.log
   # The canary's digest, to find its object on the store partition later.
   fsverity digest --compact "$w/rootfs-1/usr/share/didymos-e2e/canary" >"$w/canary.digest" ||
