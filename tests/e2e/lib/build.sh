@@ -312,7 +312,7 @@ e2e_build() {
     echo "$E2E_FORMAT $E2E_SUITE $E2E_PACKAGES ${E2E_MODULES[*]} $E2E_BOOT_MB $E2E_STORE_MB $E2E_DATA_MB"
     vm_hash "$E2E_DEBOOTSTRAP_TAR" "$BIN/didymos" "$BIN/didymos-setup-root" "$E2E_DIR/rootfs" \
       "$REPO/initramfs/busybox/init" "$E2E_DIR/factory-init" "$REPO/dbus" "$REPO/systemd" \
-      "$REPO/polkit" "$E2E_KEYRING" "$E2E_CERT" "$VM_VMLINUZ"
+      "$REPO/polkit" "$E2E_KEYRING" "$E2E_CERT" "$VM_VMLINUZ" "$E2E_DIR/lib/build.sh"
   ) | sha256sum | cut -c1-16)
   local dev="$E2E_CACHE/device-$key"
   E2E_PRISTINE=$dev/disk.raw
