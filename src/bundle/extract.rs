@@ -70,13 +70,7 @@ pub fn extract(
             .manifest()
             .bases
             .iter()
-            .map(|b| {
-                if b.version.is_empty() {
-                    format!("image {}", b.image)
-                } else {
-                    format!("version {} (image {})", b.version, b.image)
-                }
-            })
+            .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ");
         return Err(ExtractError::MissingSources {

@@ -77,6 +77,17 @@ pub struct ManifestBase {
     pub version: String,
 }
 
+impl std::fmt::Display for ManifestBase {
+    /// "version V (image D)", or "image D" for a base without a version.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.version.is_empty() {
+            write!(f, "image {}", self.image)
+        } else {
+            write!(f, "version {} (image {})", self.version, self.image)
+        }
+    }
+}
+
 /// A raw image: an object of the bundle written whole to a `raw` slot's device.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -591,17 +591,7 @@ fn check_delta_sources(
 
 /// What a delta bundle is built against, for a device that lacks it.
 fn describe_bases(manifest: &crate::bundle::Manifest) -> String {
-    let bases: Vec<String> = manifest
-        .bases
-        .iter()
-        .map(|b| {
-            if b.version.is_empty() {
-                format!("image {}", b.image)
-            } else {
-                format!("version {} (image {})", b.version, b.image)
-            }
-        })
-        .collect();
+    let bases: Vec<String> = manifest.bases.iter().map(ToString::to_string).collect();
     if bases.is_empty() {
         "this is not a delta bundle, so the bundle is incomplete".to_owned()
     } else {
