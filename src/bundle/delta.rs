@@ -388,6 +388,17 @@ mod tests {
         crate::demo::noise(seed, n)
     }
 
+    #[test]
+    fn a_patch_from_frame_may_be_larger_than_a_segment() {
+        // The image delta is one frame of a whole image (more than a
+        // segment); only delta segments are bounded by MAX_FRAME.
+        let base = pseudo(1 << 20, 7);
+        let image = pseudo((SEGMENT + (1 << 20)) as usize, 8);
+        let mut frame = Vec::new();
+        patch_from_frame(&base, &image, opts(), &mut frame).unwrap();
+        assert!(frame.len() as u64 > MAX_FRAME);
+    }
+
     fn opts() -> EncodeOptions {
         EncodeOptions {
             level: 3,
