@@ -11,8 +11,10 @@
 #     memory of each;
 #   - install: time and bytes written of the object-delta install against the
 #     file-level delta install, on a temporary-directory device;
-#   - full bundle of the new tree against `tar | zstd -3 -T2`,
-#     `mksquashfs -comp zstd` and `mksquashfs` with RAUC's default options.
+#   - full bundle of the new tree (with packs, and `--no-packs`) against
+#     `tar | zstd -3 -T2`, `mksquashfs -comp zstd` and `mksquashfs` with
+#     RAUC's default options; the install of the full bundle with packs
+#     against `--no-packs`, each on an empty device.
 #
 #   bench/delta.sh [WORKDIR]     (as root: debootstrap, chroot, mksquashfs)
 #
@@ -134,19 +136,53 @@ pair() { # name, old.tar, new.tar
   tz=$(measure bash -c "tar -C '$n' --numeric-owner --xattrs --xattrs-include='*' -cf - . | zstd -3 -T2 -q -f -o '$w/new.tar.zst'")
   sz=$(measure mksquashfs "$n" "$w/new-zstd.squashfs" -comp zstd -noappend -no-progress -processors 2)
   sr=$(measure mksquashfs "$n" "$w/new-rauc.squashfs" -all-root -noappend -no-progress -no-xattrs -processors 2)
-  local nd
-  nd=$(bundle "$new" "$w/full-nodict.raucb" 2.0 --no-dictionary)
+  local np nd
+  np=$(bundle "$new" "$w/full-nopacks.raucb" 2.0 --no-packs)
+  nd=$(bundle "$new" "$w/full-nodict.raucb" 2.0 --no-packs --no-dictionary)
   echo "| full image of $(basename "$new" .tar) | size | wall time | CPU time | peak RSS |"
   echo "|---|---|---|---|---|"
-  row "didymos full bundle (zstd 3, dictionary)" "$w/full.raucb" "$full"
-  row "didymos full bundle, \`--no-dictionary\`" "$w/full-nodict.raucb" "$nd"
+  row "didymos full bundle (zstd 3, packs)" "$w/full.raucb" "$full"
+  row "didymos full bundle, \`--no-packs\` (dictionary)" "$w/full-nopacks.raucb" "$np"
+  row "didymos full bundle, \`--no-packs --no-dictionary\`" "$w/full-nodict.raucb" "$nd"
   row "\`tar | zstd -3 -T2\`" "$w/new.tar.zst" "$tz"
   row "\`mksquashfs -comp zstd\`" "$w/new-zstd.squashfs" "$sz"
   row "\`mksquashfs\` with RAUC's options (gzip)" "$w/new-rauc.squashfs" "$sr"
   echo
   echo "Full bundle / tar|zstd: size $(ratio "$(size "$w/full.raucb")" "$(size "$w/new.tar.zst")")," \
     "wall time $(ratio "$(cut -d' ' -f1 <<<"$full")" "$(cut -d' ' -f1 <<<"$tz")")."
-  "$didymos" info --no-verify "$w/full.raucb" | sed -n 's/^\(Dictionary\|Objects\|Payload\|Image\):/  - \1:/p'
+  "$didymos" info --no-verify "$w/full.raucb" | sed -n 's/^\(Packs\|Objects\|Payload\|Image\):/  - \1:/p'
+  echo
+
+  # Install speed of the full bundle, with packs and without, each on a
+  # device of its own that has none of its objects.
+  echo "| install of the full bundle on an empty device | bundle | time | CPU time | bytes written | peak RSS |"
+  echo "|---|---|---|---|---|---|"
+  for kind in full full-nopacks; do
+    local dev=$w/dev-$kind
+    new_device "$dev"
+    cp "$pki/root-ca.pem" "$dev/pki/root-ca.pem"
+    sync
+    local t written tw tc tr
+    t=$(measure "$didymos" --conf "$dev/system.conf" install --direct "$w/$kind.raucb")
+    written=$(sed -n 's/.*objects written (\([0-9]*\) bytes).*/\1/p' "$work/out")
+    read -r tw tc tr <<<"$t"
+    printf '| %s | %s MB | %s s | %s s | %s MB | %s MiB |\n' "$kind" "$(mb "$(size "$w/$kind.raucb")")" \
+      "$tw" "$tc" "$(mb "${written:-0}")" "$((tr / 1024))"
+  done
+  echo
+  # What a device running the old version fetches of each full bundle over
+  # HTTP (the objects it lacks; with packs, every pack holding one of them).
+  local dev=$w/dev-old
+  new_device "$dev"
+  cp "$pki/root-ca.pem" "$dev/pki/root-ca.pem"
+  "$didymos" --conf "$dev/system.conf" install --direct "$w/old.raucb" >"$w/base-install.log" 2>&1 || {
+    cat "$w/base-install.log" >&2
+    exit 1
+  }
+  for kind in full full-nopacks; do
+    printf -- '- %s over %s, as a device fetches it over HTTP: %s MB\n' "$kind" "$(basename "$old" .tar)" \
+      "$(mb "$("$didymos" --conf "$dev/system.conf" info --output-format json "$w/$kind.raucb" | sed -n 's/.*"download-size":\([0-9]*\).*/\1/p')")"
+  done
   echo
   rm -rf "$w"/*.squashfs "$w"/dev-*
 }

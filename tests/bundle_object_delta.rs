@@ -673,6 +673,7 @@ fn version_1_bundles_stay_readable_and_installable() {
     let v2 = dev.path("v2-layout.raucb");
     let mut o = options(&dev, &v1, &v2, "1.0");
     o.dictionary = false;
+    o.packs = false;
     create::create(&o).unwrap();
     let old = dev.path("v1-layout.raucb");
     as_version_1(&dev, &v2, &old);
@@ -684,10 +685,9 @@ fn version_1_bundles_stay_readable_and_installable() {
     dev.fsck_clean();
 }
 
-#[test]
-fn full_bundles_carry_a_dictionary_and_stay_reproducible() {
-    let dev = Device::new();
-    let root = dev.path("many");
+/// A tree of many small files that resemble each other, some of them the
+/// same, and two larger ones.
+fn many_small_files(root: &Path) {
     for i in 0..300u64 {
         let text = format!(
             "Package: lib{i}\nVersion: 1.{i}\nDepends: libc6 (>= 2.36)\nDescription: a library\n{}",
@@ -695,18 +695,112 @@ fn full_bundles_carry_a_dictionary_and_stay_reproducible() {
                 .repeat(3 + (i % 5) as usize)
         );
         write(
-            &root,
+            root,
             &format!("var/lib/dpkg/info/lib{i}.list"),
             text.as_bytes(),
         );
+        // The same bytes in another place: one object.
+        if i % 50 == 0 {
+            write(root, &format!("usr/share/doc/lib{i}/list"), text.as_bytes());
+        }
     }
-    write(&root, "boot/vmlinuz", &binary_like(100_000, 1));
-    write(&root, "boot/initrd.img", &binary_like(100_000, 2));
+    write(root, "boot/vmlinuz", &binary_like(100_000, 1));
+    write(root, "boot/initrd.img", &binary_like(100_000, 2));
+}
+
+#[test]
+fn full_bundles_pack_small_objects_and_stay_reproducible() {
+    let dev = Device::new();
+    let root = dev.path("many");
+    many_small_files(&root);
+    // Over a pack's limit, and a file too large for a pack in between.
+    for i in 0..60u64 {
+        write(
+            &root,
+            &format!("usr/lib/modules/m{i:02}.ko"),
+            &binary_like(300_000, i),
+        );
+    }
+    write(
+        &root,
+        "usr/lib/modules/m20.large",
+        &binary_like(3 << 20, 99),
+    );
+    let make = |name: &str, threads: usize, packs: bool| {
+        let out = dev.path(name);
+        let mut o = options(&dev, &root, &out, "1.0");
+        o.threads = threads;
+        o.packs = packs;
+        o.created = Some(1_700_000_000);
+        create::create(&o).unwrap();
+        out
+    };
+    let (a, b, c, loose) = (
+        make("a.raucb", 2, true),
+        make("b.raucb", 1, true),
+        make("c.raucb", 4, true),
+        make("loose.raucb", 2, false),
+    );
+    let v = open(&dev, &a);
+    assert_eq!(
+        v.header().version,
+        didymos::bundle::format::FORMAT_VERSION_4
+    );
+    assert!(!v.has_dictionary(), "packs replace the dictionary");
+    let packed: Vec<_> = v
+        .index()
+        .iter()
+        .filter(|e| e.encoding == Encoding::Packed)
+        .collect();
+    let packs: std::collections::BTreeSet<u64> = packed.iter().map(|e| e.offset).collect();
+    // 300 lists (the copies are the same objects), 60 modules and the two
+    // boot files; the large file alone. Before it 6.5 MB in one pack, after
+    // it 11.7 MB of modules, over a pack's limit: at least three packs.
+    assert_eq!(packed.len(), 300 + 60 + 2);
+    assert!(packs.len() >= 3, "{} packs", packs.len());
+    let large = v
+        .index()
+        .iter()
+        .find(|e| e.size == 3 << 20)
+        .expect("the large file is an object");
+    assert_ne!(large.encoding, Encoding::Packed);
+    v.verify_payload(&|_, _| {}).unwrap();
+    let size = |p: &Path| fs::metadata(p).unwrap().len();
+    assert!(
+        size(&a) < size(&loose),
+        "{} against {}",
+        size(&a),
+        size(&loose)
+    );
+    assert_eq!(
+        open(&dev, &loose).header().version,
+        didymos::bundle::format::FORMAT_VERSION_2
+    );
+    // The same bytes whatever the threads did (the signature aside).
+    let h = *Bundle::open(&a).unwrap().header();
+    let payload =
+        |p: &Path| fs::read(p).unwrap()[h.objects.offset as usize..h.index.end() as usize].to_vec();
+    assert!(payload(&a) == payload(&b) && payload(&a) == payload(&c));
+    // Extracted, every object is there and checked.
+    let out = dev.path("extracted");
+    let x =
+        didymos::bundle::extract::extract(&v, &out, None, &didymos::bundle::NoBaseImages).unwrap();
+    assert_eq!(x.objects_written, v.index().len() as u64);
+    dev.install(&a).unwrap();
+    dev.fsck_clean();
+}
+
+#[test]
+fn full_bundles_without_packs_carry_a_dictionary_and_stay_reproducible() {
+    let dev = Device::new();
+    let root = dev.path("many");
+    many_small_files(&root);
     let make = |name: &str, threads: usize, dictionary: bool| {
         let out = dev.path(name);
         let mut o = options(&dev, &root, &out, "1.0");
         o.threads = threads;
         o.dictionary = dictionary;
+        o.packs = false;
         o.created = Some(1_700_000_000);
         create::create(&o).unwrap();
         out

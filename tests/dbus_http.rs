@@ -49,7 +49,7 @@ async fn install_and_inspect_by_url() {
         .unwrap()
         .verify(&k)
         .unwrap();
-    let objects: u64 = b.index().iter().map(|e| e.stored_size).sum();
+    let objects = didymos::bundle::format::stored_total(b.index());
     assert!(
         download > objects && download <= objects + b.header().image.len,
         "download-size {download}, objects {objects}"

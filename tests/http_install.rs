@@ -56,11 +56,18 @@ fn boot_good(d: &Device) {
 struct Layout {
     head: u64,
     image: u64,
-    /// Stored bytes of every carried object, by digest.
-    stored: std::collections::BTreeMap<didymos::Digest, u64>,
+    /// Every carried object's entry, by digest.
+    entries: std::collections::BTreeMap<didymos::Digest, didymos::bundle::IndexEntry>,
     /// Where each carried object's stored bytes start.
     offsets: std::collections::BTreeMap<didymos::Digest, u64>,
     referenced: std::collections::BTreeSet<didymos::Digest>,
+}
+
+impl Layout {
+    /// The stored bytes of every carried object (a pack counted once).
+    fn stored(&self) -> u64 {
+        didymos::bundle::format::stored_total(self.entries.values())
+    }
 }
 
 fn layout(d: &Device, bundle: &Path) -> Layout {
@@ -75,11 +82,7 @@ fn layout(d: &Device, bundle: &Path) -> Layout {
         // version puts them.
         head: 128 + h.manifest.len + h.signature.len + h.index.len,
         image: h.image.len,
-        stored: v
-            .index()
-            .iter()
-            .map(|e| (e.digest, e.stored_size))
-            .collect(),
+        entries: v.index().iter().map(|e| (e.digest, e.clone())).collect(),
         offsets: v.index().iter().map(|e| (e.digest, e.offset)).collect(),
         // A delta bundle's image may be a delta against an installed image.
         referenced: didymos::image::referenced_objects(
@@ -96,11 +99,12 @@ fn layout(d: &Device, bundle: &Path) -> Layout {
 /// The stored bytes of the objects of `l` that `d`'s store lacks.
 fn missing_bytes(d: &Device, l: &Layout) -> u64 {
     let have = d.objects();
-    l.referenced
-        .iter()
-        .filter(|o| !have.contains(o))
-        .filter_map(|o| l.stored.get(o))
-        .sum()
+    didymos::bundle::format::stored_total(
+        l.referenced
+            .iter()
+            .filter(|o| !have.contains(o))
+            .filter_map(|o| l.entries.get(o)),
+    )
 }
 
 fn assert_same_store(a: &Device, b: &Device) {
@@ -134,7 +138,7 @@ fn full_and_delta_installs_fetch_only_what_the_device_lacks() {
     d.fsck_clean();
     // A full install fetches its head, image and objects, about once.
     let sent = web.bytes_sent();
-    let payload = l1.head + l1.image + l1.stored.values().sum::<u64>();
+    let payload = l1.head + l1.image + l1.stored();
     assert!(
         sent <= payload * 105 / 100 + 64 * 1024,
         "full install: {sent} bytes sent for a {payload}-byte payload"
@@ -260,7 +264,7 @@ fn sigkill_mid_download_then_again_fetches_little_twice() {
     let big = big_bundle(&d, 1);
     let l = layout(&d, &big);
     web.publish(&big, "big.raucb");
-    let total: u64 = l.stored.values().sum();
+    let total: u64 = l.stored();
 
     let mut child = d
         .cli()
@@ -338,7 +342,7 @@ fn a_power_cut_mid_download_then_again() {
     let d = device("");
     let big = big_bundle(&d, 1);
     let l = layout(&d, &big);
-    let total: u64 = l.stored.values().sum();
+    let total: u64 = l.stored();
     web.publish(&big, "big.raucb");
     let out = d
         .cli()
@@ -374,7 +378,7 @@ fn server_restarts_and_broken_connections_are_survived() {
     let d = device("bandwidth-limit = 6000000\n");
     let big = big_bundle(&d, 1);
     let l = layout(&d, &big);
-    let total: u64 = l.stored.values().sum();
+    let total: u64 = l.stored();
     web.publish(&big, "big.raucb");
     let url = web.url("big.raucb");
     let installing = std::thread::scope(|s| {
@@ -707,7 +711,7 @@ fn a_lossy_slow_link_and_a_cut_link() {
     let d = device("");
     let big = big_bundle(&d, 1);
     let l = layout(&d, &big);
-    let total: u64 = l.stored.values().sum();
+    let total: u64 = l.stored();
     web.publish(&big, "big.raucb");
     ns.loss(3);
     ns.rate("30mbit");

@@ -123,8 +123,8 @@ fn check_header(head: &[u8], file_size: u64, h: Header) {
 
 /// `bundle::format::parse_index` and `IndexParser`. Input: the objects
 /// region (offset and length, 8 bytes each, little endian), the container
-/// version (one byte: 1 is version 1, anything else version 2), then the
-/// index region.
+/// version (one byte: 1, 3 and 4 are those versions, anything else version
+/// 2), then the index region.
 pub fn bundle_index(data: &[u8]) {
     if data.len() < 17 {
         return;
@@ -137,10 +137,11 @@ pub fn bundle_index(data: &[u8]) {
     if objects.offset.checked_add(objects.len).is_none() {
         return;
     }
-    let version = if data[16] == 1 {
-        format::FORMAT_VERSION_1
-    } else {
-        format::FORMAT_VERSION_2
+    let version = match data[16] {
+        1 => format::FORMAT_VERSION_1,
+        3 => format::FORMAT_VERSION_3,
+        4 => format::FORMAT_VERSION_4,
+        _ => format::FORMAT_VERSION_2,
     };
     let index = &data[17..];
     let whole = format::parse_index(version, index, objects);
@@ -180,8 +181,10 @@ pub fn bundle_index(data: &[u8]) {
 }
 
 /// Entries are sorted by digest without duplicates and tile the objects
-/// region (in version 1 in digest order, in version 2 in any order); only
-/// delta entries name a source, never themselves.
+/// region (in version 1 in digest order, in version 2 and later in any
+/// order; the members of a pack share its span once and do not overlap in
+/// it, within the limit of a pack); only delta entries name a source, never
+/// themselves.
 fn check_index(version: u32, entries: &[IndexEntry], objects: Span) {
     let mut spans = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
@@ -193,15 +196,32 @@ fn check_index(version: u32, entries: &[IndexEntry], objects: Span) {
         }
         assert_eq!(e.source.is_some(), e.encoding == Encoding::Delta);
         assert_ne!(e.source, Some(e.digest));
-        spans.push((e.offset, e.stored_size));
+        if e.encoding == Encoding::Packed {
+            assert!(version >= format::FORMAT_VERSION_4);
+            assert!(e.size > 0 && e.packed_at + e.size <= format::MAX_PACK_SIZE);
+            assert!(e.stored_size <= format::MAX_PACK_FRAME);
+        } else {
+            assert_eq!(e.packed_at, 0);
+        }
+        spans.push((e.offset, e.packed_at, e.stored_size, e.size, e.encoding));
     }
     if version != format::FORMAT_VERSION_1 {
-        spans.sort_unstable();
+        spans.sort_unstable_by_key(|s| (s.0, s.1));
     }
     let mut at = objects.offset;
-    for (offset, len) in spans {
+    let mut pack: Option<(u64, u64)> = None; // offset, end of the last member
+    for (offset, packed_at, len, size, encoding) in spans {
+        if let Some((p, end)) = pack
+            && p == offset
+        {
+            assert_eq!(encoding, Encoding::Packed);
+            assert!(packed_at >= end);
+            pack = Some((p, packed_at + size));
+            continue;
+        }
         assert_eq!(offset, at);
         at += len;
+        pack = (encoding == Encoding::Packed).then_some((offset, packed_at + size));
     }
     assert_eq!(at, objects.end());
 }

@@ -25,7 +25,7 @@ mod encode;
 mod writer;
 
 use encode::{ReadSeek, Settings};
-use writer::{ObjectWriter, Record, Stored};
+use writer::{ObjectWriter, PackMember, Record, Stored};
 
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
@@ -135,8 +135,13 @@ pub struct CreateOptions {
     pub object_deltas: bool,
     /// zstd level of the deltas.
     pub delta_level: i32,
-    /// A compression dictionary for small objects (full bundles).
+    /// A compression dictionary for small objects (full bundles without
+    /// packs).
     pub dictionary: bool,
+    /// Small objects compressed together in packs (full bundles; container
+    /// version 4). Off: each object alone (version 2, readable by older
+    /// devices), with the dictionary unless that is off too.
+    pub packs: bool,
 }
 
 impl CreateOptions {
@@ -169,6 +174,7 @@ impl CreateOptions {
             object_deltas: true,
             delta_level: DEFAULT_DELTA_LEVEL,
             dictionary: true,
+            packs: true,
         }
     }
 }
@@ -190,6 +196,9 @@ pub struct CreateSummary {
     /// The dictionary's size (0: none) and how many objects use it.
     pub dictionary: u64,
     pub dictionary_objects: u64,
+    /// Packs, and the objects in them.
+    pub packs: u64,
+    pub packed_objects: u64,
 }
 
 /// How many objects are deltas, their decoded and stored sizes.
@@ -421,7 +430,8 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
             executables: true,
         },
         deltas: opts.object_deltas && bases.has_sources(),
-        dictionary: opts.dictionary && opts.bases.is_empty(),
+        packs: opts.packs && opts.bases.is_empty(),
+        dictionary: opts.dictionary && !opts.packs && opts.bases.is_empty(),
         threads,
     };
     let writer = ObjectWriter::new(file, objects_at);
@@ -458,6 +468,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
             offset: objects_at + r.offset,
             stored_size: r.stored_size,
             size: r.size,
+            packed_at: r.packed_at,
         });
     }
     let dictionary_bytes = settings
@@ -467,11 +478,14 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         .map_or(&[][..], |d| &d.bytes[..]);
     // A bundle built against a base may hold deltas in the bsdiff-style
     // form and its image as a delta: version 3, which older readers refuse
-    // before anything is written. Full bundles stay version 2.
-    let version = if bases.manifest.is_empty() {
-        format::FORMAT_VERSION_2
-    } else {
+    // before anything is written. A full bundle with packs is version 4;
+    // without, version 2.
+    let version = if !bases.manifest.is_empty() {
         format::FORMAT_VERSION_3
+    } else if plan.packs {
+        format::FORMAT_VERSION_4
+    } else {
+        format::FORMAT_VERSION_2
     };
     let index_bytes = format::index_to_bytes(version, &index, dictionary_bytes, objects_at);
     let created = opts.created.unwrap_or_else(|| {
@@ -554,6 +568,16 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         dictionary_objects: index
             .iter()
             .filter(|e| e.encoding == Encoding::ZstdDict)
+            .count() as u64,
+        packs: index
+            .iter()
+            .filter(|e| e.encoding == Encoding::Packed)
+            .map(|e| e.offset)
+            .collect::<BTreeSet<_>>()
+            .len() as u64,
+        packed_objects: index
+            .iter()
+            .filter(|e| e.encoding == Encoding::Packed)
             .count() as u64,
     })
 }
@@ -754,10 +778,19 @@ fn compact(
 ) -> io::Result<u64> {
     records.retain(|d, _| carried.contains(d));
     let mut order: Vec<_> = records.iter_mut().map(|(_, r)| r).collect();
-    order.sort_by_key(|r| r.offset);
+    order.sort_by_key(|r| (r.offset, r.packed_at));
     let mut at = 0u64;
     let mut buf = vec![0u8; 1 << 20];
+    // The members of a pack share its bytes: moved once, with the first.
+    let mut moved: Option<(u64, u64)> = None;
     for r in order {
+        if let Some((from, to)) = moved
+            && from == r.offset
+        {
+            r.offset = to;
+            continue;
+        }
+        moved = Some((r.offset, at));
         if r.offset != at {
             let mut done = 0u64;
             while done < r.stored_size {
@@ -782,11 +815,55 @@ struct Plan<'a> {
     deltas: bool,
     /// Train a dictionary for small objects.
     dictionary: bool,
+    /// Put small objects in packs.
+    packs: bool,
     threads: usize,
 }
 
 /// One large file for the workers: job number, path, size, contents.
 type Job = (usize, PathBuf, u64, FileData);
+
+/// Files of at most this size go into packs (when the bundle has them).
+pub const PACK_MAX_OBJECT: u64 = 1024 * 1024;
+
+/// What a worker is handed: one file, or a run of consecutive small files
+/// that make one pack (at most [`format::MAX_PACK_SIZE`] bytes).
+enum Unit {
+    One(Job),
+    Pack(Vec<Job>),
+}
+
+/// Gathers consecutive small files into packs, in the scan's order.
+#[derive(Default)]
+struct Packer {
+    jobs: Vec<Job>,
+    bytes: u64,
+}
+
+impl Packer {
+    /// Takes `job` into the pack being gathered; returns the units ready
+    /// to send, in order.
+    fn offer(&mut self, job: Job) -> Vec<Unit> {
+        let size = job.2;
+        let mut ready = Vec::new();
+        if size > PACK_MAX_OBJECT {
+            ready.extend(self.flush());
+            ready.push(Unit::One(job));
+            return ready;
+        }
+        if self.bytes + size > format::MAX_PACK_SIZE {
+            ready.extend(self.flush());
+        }
+        self.bytes += size;
+        self.jobs.push(job);
+        ready
+    }
+
+    fn flush(&mut self) -> Option<Unit> {
+        self.bytes = 0;
+        (!self.jobs.is_empty()).then(|| Unit::Pack(std::mem::take(&mut self.jobs)))
+    }
+}
 
 /// Scans the input; the workers hash every large file and write the objects
 /// no base has through `writer`. Returns the tree, each job's digest and the
@@ -797,7 +874,14 @@ fn scan_and_encode(
     plan: &Plan<'_>,
 ) -> Result<(SourceTree, Vec<Digest>, Settings), CreateError> {
     let threads = plan.threads;
-    let (tx, rx) = mpsc::sync_channel::<Job>(threads * 16);
+    // Units in flight hold their files' bytes (archive members in memory):
+    // packs of 8 MiB are fewer.
+    let in_flight = if plan.packs {
+        threads * 2
+    } else {
+        threads * 16
+    };
+    let (tx, rx) = mpsc::sync_channel::<Unit>(in_flight);
     let rx = Mutex::new(rx);
     let digests: Mutex<Vec<(usize, Digest)>> = Mutex::new(Vec::new());
     let failed = AtomicBool::new(false);
@@ -815,16 +899,23 @@ fn scan_and_encode(
                 (&rx, &digests, &failed, &first_error, &settings);
             s.spawn(move || {
                 loop {
-                    let job = rx.lock().unwrap().recv();
-                    let Ok((id, path, size, data)) = job else {
+                    let unit = rx.lock().unwrap().recv();
+                    let Ok(unit) = unit else {
                         break;
                     };
                     if failed.load(Ordering::Relaxed) {
                         continue; // drain so the scanner never blocks
                     }
                     let settings = settings.get().expect("set before the first job");
-                    match encode_job(writer, plan, settings, id, &path, size, data) {
-                        Ok(digest) => digests.lock().unwrap().push((id, digest)),
+                    let done = match unit {
+                        Unit::One((id, path, size, data)) => {
+                            encode_job(writer, plan, settings, id, &path, size, data)
+                                .map(|d| vec![(id, d)])
+                        }
+                        Unit::Pack(jobs) => encode_pack(writer, plan, jobs),
+                    };
+                    match done {
+                        Ok(pairs) => digests.lock().unwrap().extend(pairs),
                         Err(e) => {
                             failed.store(true, Ordering::Relaxed);
                             writer.fail(e.to_string());
@@ -835,7 +926,8 @@ fn scan_and_encode(
             });
         }
         let mut sampler = plan.dictionary.then(dictionary::Sampler::new);
-        let send = |job: Job| -> Result<(), ImageError> {
+        let mut packer = plan.packs.then(Packer::default);
+        let send = |unit: Unit| -> Result<(), ImageError> {
             if failed.load(Ordering::Relaxed) {
                 return Err(first_error
                     .lock()
@@ -843,7 +935,7 @@ fn scan_and_encode(
                     .take()
                     .unwrap_or_else(|| ImageError::Build("a worker failed".into())));
             }
-            tx.send(job)
+            tx.send(unit)
                 .map_err(|_| ImageError::Build("the encoder threads stopped".into()))
         };
         if sampler.is_none() {
@@ -860,11 +952,17 @@ fn scan_and_encode(
                     let (dict, held) = sampler.take().expect("sampling").train(plan.level)?;
                     let _ = settings.set(new_settings(dict));
                     for j in held {
-                        send(j)?;
+                        send(Unit::One(j))?;
                     }
                     return Ok(());
                 }
-                send(job)
+                if let Some(p) = packer.as_mut() {
+                    for unit in p.offer(job) {
+                        send(unit)?;
+                    }
+                    return Ok(());
+                }
+                send(Unit::One(job))
             };
         let result = match source {
             Source::Rootfs(rootfs) => {
@@ -879,12 +977,17 @@ fn scan_and_encode(
         };
         // A scan that ended while sampling: train on what it found.
         let mut flushed = Ok(());
+        if let Some(unit) = packer.as_mut().and_then(Packer::flush)
+            && let Err(e) = send(unit)
+        {
+            flushed = Err(CreateError::from(e));
+        }
         if let Some(smp) = sampler.take() {
             match smp.train(plan.level) {
                 Ok((dict, held)) => {
                     let _ = settings.set(new_settings(dict));
                     for j in held {
-                        if let Err(e) = send(j) {
+                        if let Err(e) = send(Unit::One(j)) {
                             flushed = Err(CreateError::from(e));
                             break;
                         }
@@ -913,6 +1016,71 @@ fn scan_and_encode(
     let digests = pairs.into_iter().map(|(_, d)| d).collect();
     let settings = settings.into_inner().unwrap_or_else(|| new_settings(None));
     Ok((tree, digests, settings))
+}
+
+/// Reads and hashes the small files of one pack; compresses the objects it
+/// claims (no base and no earlier file provides them) as one frame and
+/// hands it to the writer. Returns each job's digest.
+fn encode_pack(
+    writer: &ObjectWriter<'_>,
+    plan: &Plan<'_>,
+    jobs: Vec<Job>,
+) -> Result<Vec<(usize, Digest)>, ImageError> {
+    let first = jobs.first().map_or(0, |j| j.0);
+    let count = jobs.len();
+    let mut digests = Vec::with_capacity(count);
+    let mut members = Vec::with_capacity(count);
+    for (id, path, size, data) in jobs {
+        let (label, bytes) = match data {
+            FileData::Path(p) => {
+                let b = read_small(&mut File::open(&p).map_err(ImageError::io(&p))?, size)
+                    .map_err(ImageError::io(&p))?;
+                (p, b)
+            }
+            FileData::Bytes(b) => (path, b),
+            FileData::Temp(mut f) => {
+                f.seek(SeekFrom::Start(0))
+                    .map_err(ImageError::io("(spooled member)"))?;
+                let b = read_small(&mut f, size).map_err(ImageError::io("(spooled member)"))?;
+                (path, b)
+            }
+        };
+        if bytes.len() as u64 != size {
+            return Err(ImageError::Unsupported {
+                path: label,
+                detail: format!(
+                    "changed size while being read ({size} then {} bytes)",
+                    bytes.len()
+                ),
+            });
+        }
+        let digest = image::digest_bytes(&bytes);
+        digests.push((id, digest));
+        if !plan.bases.objects.contains(&digest) && writer.claim(id, &digest) {
+            members.push(PackMember {
+                job: id,
+                digest,
+                data: bytes,
+            });
+        }
+    }
+    let frame = if members.is_empty() {
+        Vec::new()
+    } else {
+        writer::pack_frame(&members, plan.level).map_err(ImageError::io("(zstd)"))?
+    };
+    writer
+        .commit_pack(first, count, members, frame, plan.level)
+        .map_err(ImageError::io("(bundle)"))?;
+    Ok(digests)
+}
+
+/// Reads a file of `size` bytes (at most [`PACK_MAX_OBJECT`]) whole; one
+/// byte more tells that it grew.
+fn read_small(f: &mut dyn Read, size: u64) -> io::Result<Vec<u8>> {
+    let mut b = Vec::with_capacity(size as usize);
+    f.take(size.min(PACK_MAX_OBJECT) + 1).read_to_end(&mut b)?;
+    Ok(b)
 }
 
 /// Hashes one file; unless a base or an earlier file provides its object,

@@ -99,7 +99,10 @@ pub fn extract(
         objects_present: 0,
         bytes: 0,
     };
-    for entry in bundle.index() {
+    // In the order of the stored bytes (each pack decoded once).
+    let mut order: Vec<_> = bundle.index().iter().collect();
+    order.sort_by_key(|e| (e.offset, e.packed_at));
+    for entry in order {
         let target = dir.join(entry.digest.to_object_path());
         if target.exists() {
             summary.objects_present += 1;

@@ -24,9 +24,14 @@ pub const FORMAT_VERSION_2: u32 = 2;
 /// that starts with a byte saying whether the image is stored whole (zstd)
 /// or as a delta against a base image. See `docs/bundle-format.md`.
 pub const FORMAT_VERSION_3: u32 = 3;
-/// The newest container layout this code reads (and writes for bundles
-/// with a base; full bundles are written as version 2).
-pub const FORMAT_VERSION: u32 = FORMAT_VERSION_3;
+/// The fourth, written for full bundles: version 3's layout and encodings,
+/// and packs: neighbouring small objects compressed together as one zstd
+/// frame, each object an entry that names the pack's stored bytes and its
+/// place in the decoded pack. See `docs/bundle-format.md`.
+pub const FORMAT_VERSION_4: u32 = 4;
+/// The newest container layout this code reads (and writes for full
+/// bundles; bundles with a base are written as version 3).
+pub const FORMAT_VERSION: u32 = FORMAT_VERSION_4;
 /// Size of the fixed header.
 pub const HEADER_SIZE: usize = 128;
 /// Bytes of the header covered by its checksum.
@@ -56,6 +61,13 @@ pub const SOURCE_ENTRY_SIZE: usize = 32;
 /// Largest compression dictionary a bundle may carry (it is held in memory
 /// while objects are decoded).
 pub const MAX_DICTIONARY_SIZE: u64 = 1024 * 1024;
+/// Largest decoded pack (version 4): a pack is decoded whole, in one call,
+/// into a buffer of its frame's stated content size, which must not exceed
+/// this.
+pub const MAX_PACK_SIZE: u64 = 8 * 1024 * 1024;
+/// Largest stored pack (its frame is read into memory whole): above zstd's
+/// bound for [`MAX_PACK_SIZE`] bytes (size + size/256 + a few hundred).
+pub const MAX_PACK_FRAME: u64 = MAX_PACK_SIZE + MAX_PACK_SIZE / 128;
 
 /// One contiguous byte range of the bundle file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -383,6 +395,7 @@ fn encoding_byte(e: Encoding) -> u8 {
         Encoding::Zstd => 1,
         Encoding::ZstdDict => 2,
         Encoding::Delta => 3,
+        Encoding::Packed => 4,
     }
 }
 
@@ -422,9 +435,13 @@ pub fn index_to_bytes(
         out.extend_from_slice(&e.digest.0);
         out.push(encoding_byte(e.encoding));
         out.extend_from_slice(&[0u8; 3]);
-        let source = e.source.map_or(0u32, |s| {
-            sources.binary_search(&s).expect("collected above") as u32
-        });
+        let source = match e.source {
+            Some(s) => sources.binary_search(&s).expect("collected above") as u32,
+            None if e.encoding == Encoding::Packed => {
+                u32::try_from(e.packed_at).expect("a place in a pack fits in u32")
+            }
+            None => 0,
+        };
         out.extend_from_slice(&source.to_le_bytes());
         out.extend_from_slice(&(e.offset - objects_start).to_le_bytes());
         out.extend_from_slice(&e.stored_size.to_le_bytes());
@@ -565,6 +582,7 @@ impl IndexParser {
             1 => Encoding::Zstd,
             2 if !v1 => Encoding::ZstdDict,
             3 if !v1 => Encoding::Delta,
+            4 if self.version >= FORMAT_VERSION_4 => Encoding::Packed,
             other => {
                 return Err(bad(format!(
                     "entry {i} ({digest}): unknown encoding {other}"
@@ -606,7 +624,9 @@ impl IndexParser {
             Encoding::Raw if !v1 && size == 0 => {
                 return Err(bad(format!("entry {i} ({digest}) is empty")));
             }
-            Encoding::Zstd | Encoding::ZstdDict | Encoding::Delta if stored_size == 0 => {
+            Encoding::Zstd | Encoding::ZstdDict | Encoding::Delta | Encoding::Packed
+                if stored_size == 0 =>
+            {
                 return Err(bad(format!(
                     "entry {i} ({digest}) is {} with no stored bytes",
                     encoding.as_str()
@@ -617,9 +637,30 @@ impl IndexParser {
                     "entry {i} ({digest}) needs the bundle's dictionary, and the bundle has none"
                 )));
             }
+            Encoding::Packed
+                if size == 0 || u64::from(source).saturating_add(size) > MAX_PACK_SIZE =>
+            {
+                return Err(bad(format!(
+                    "entry {i} ({digest}) is {size} bytes at {source} in a pack, \
+                     outside the {MAX_PACK_SIZE} bytes a pack may hold"
+                )));
+            }
+            Encoding::Packed if stored_size > MAX_PACK_FRAME => {
+                return Err(bad(format!(
+                    "entry {i} ({digest}) is in a pack of {stored_size} stored bytes, \
+                     more than the limit of {MAX_PACK_FRAME}"
+                )));
+            }
             _ => {}
         }
-        if encoding == Encoding::Delta {
+        let packed_at = if encoding == Encoding::Packed {
+            u64::from(source)
+        } else {
+            0
+        };
+        if encoding == Encoding::Packed {
+            // The field holds the object's place in its pack.
+        } else if encoding == Encoding::Delta {
             if u64::from(source) >= self.sources {
                 return Err(bad(format!(
                     "entry {i} ({digest}) names delta source {source} of {}",
@@ -657,6 +698,7 @@ impl IndexParser {
             offset: self.objects.offset + offset,
             stored_size,
             size,
+            packed_at,
         });
         Ok(())
     }
@@ -711,14 +753,47 @@ impl IndexParser {
         let covered = if self.version == FORMAT_VERSION_1 {
             self.at
         } else {
-            let mut spans: Vec<(u64, u64)> = self
+            // The members of a pack share its span; the distinct spans
+            // tile the region, and a pack's members do not overlap.
+            let mut spans: Vec<(u64, u64, u64, usize)> = self
                 .entries
                 .iter()
-                .map(|e| (e.offset - self.objects.offset, e.stored_size))
+                .enumerate()
+                .map(|(i, e)| {
+                    (
+                        e.offset - self.objects.offset,
+                        e.packed_at,
+                        e.stored_size,
+                        i,
+                    )
+                })
                 .collect();
             spans.sort_unstable();
             let mut at = 0u64;
-            for (offset, len) in spans {
+            let mut previous: Option<(u64, u64, usize)> = None; // offset, member end, entry
+            for (offset, packed_at, len, i) in spans {
+                let e = &self.entries[i];
+                if let Some((p_offset, p_end, p)) = previous
+                    && p_offset == offset
+                {
+                    let pe = &self.entries[p];
+                    if e.encoding != Encoding::Packed
+                        || pe.encoding != Encoding::Packed
+                        || pe.stored_size != len
+                    {
+                        return Err(bad(format!(
+                            "entries {p} and {i} share the stored bytes at {offset} \
+                             without being members of one pack"
+                        )));
+                    }
+                    if packed_at < p_end {
+                        return Err(bad(format!(
+                            "entries {p} and {i} overlap in the pack at {offset}"
+                        )));
+                    }
+                    previous = Some((offset, packed_at + e.size, i));
+                    continue;
+                }
                 if offset != at {
                     return Err(bad(format!(
                         "the entries do not tile the objects region: a gap or overlap at byte {at} \
@@ -726,6 +801,7 @@ impl IndexParser {
                     )));
                 }
                 at += len;
+                previous = Some((offset, packed_at + e.size, i));
             }
             at
         };
@@ -740,6 +816,16 @@ impl IndexParser {
             dictionary,
         })
     }
+}
+
+/// The bytes the entries store: each pack's span counted once.
+pub fn stored_total<'a>(entries: impl IntoIterator<Item = &'a IndexEntry>) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    entries
+        .into_iter()
+        .filter(|e| e.encoding != Encoding::Packed || seen.insert(e.offset))
+        .map(|e| e.stored_size)
+        .sum()
 }
 
 /// The length of a version 1 index region of `count` entries; `None` on
@@ -781,10 +867,10 @@ mod tests {
             ),
             (
                 Box::new(move |b| {
-                    b[8] = 4;
+                    b[8] = 5;
                     size
                 }),
-                "version 4",
+                "version 5",
             ),
             (
                 Box::new(move |b| {
@@ -832,6 +918,7 @@ mod tests {
             offset,
             stored_size: stored,
             size,
+            packed_at: 0,
         }
     }
 
@@ -1025,11 +1112,103 @@ mod tests {
         let err = Header::parse(&v1.to_bytes(), v1.file_size()).unwrap_err();
         assert!(matches!(err, LayoutError::Misplaced { .. }), "{err}");
         // A version this build does not know says to use a newer didymos.
-        let mut v4 = h;
-        v4.version = 4;
-        let err = Header::parse(&v4.to_bytes(), h.file_size())
+        let mut v5 = h;
+        v5.version = 5;
+        let err = Header::parse(&v5.to_bytes(), h.file_size())
             .unwrap_err()
             .to_string();
         assert!(err.contains("use a newer didymos"), "{err}");
+    }
+
+    fn packed(d: u8, offset: u64, stored: u64, at: u64, size: u64) -> IndexEntry {
+        IndexEntry {
+            packed_at: at,
+            ..entry(d, Encoding::Packed, offset, stored, size)
+        }
+    }
+
+    #[test]
+    fn index_v4_packs_share_their_span() {
+        let v4 = FORMAT_VERSION_4;
+        let objects = Span {
+            offset: 128,
+            len: 50,
+        };
+        // A pack of three members (one gap: a member whose object was
+        // dropped), a lone object after it.
+        let good = vec![
+            packed(1, 128, 40, 300, 100),
+            packed(2, 128, 40, 0, 200),
+            entry(3, Encoding::Zstd, 168, 10, 99),
+            packed(4, 128, 40, 200, 50),
+        ];
+        let bytes = index_to_bytes(v4, &good, &[], 128);
+        assert_eq!(parse_index(v4, &bytes, objects).unwrap().entries, good);
+        assert_eq!(stored_total(&good), 50);
+        // Version 3 does not know encoding 4.
+        let err = parse_index(FORMAT_VERSION_3, &bytes, objects).unwrap_err();
+        assert!(err.to_string().contains("unknown encoding 4"), "{err}");
+
+        let table: Vec<(Vec<IndexEntry>, &str)> = vec![
+            (
+                vec![
+                    packed(1, 128, 40, 0, 100),
+                    packed(2, 128, 40, 50, 100),
+                    entry(3, Encoding::Zstd, 168, 10, 99),
+                ],
+                "overlap in the pack",
+            ),
+            (
+                vec![
+                    packed(1, 128, 40, 0, 100),
+                    packed(2, 128, 30, 100, 100),
+                    entry(3, Encoding::Zstd, 168, 10, 99),
+                ],
+                "without being members of one pack",
+            ),
+            (
+                vec![
+                    packed(1, 128, 40, 0, 100),
+                    entry(2, Encoding::Zstd, 128, 40, 99),
+                    entry(3, Encoding::Zstd, 168, 10, 99),
+                ],
+                "without being members of one pack",
+            ),
+            (
+                vec![
+                    packed(1, 128, 40, MAX_PACK_SIZE - 10, 11),
+                    entry(3, Encoding::Zstd, 168, 10, 99),
+                ],
+                "outside the",
+            ),
+            (
+                vec![
+                    packed(1, 128, 40, 0, 0),
+                    entry(3, Encoding::Zstd, 168, 10, 99),
+                ],
+                "outside the",
+            ),
+            (
+                vec![
+                    packed(1, 128, 40, 0, 100),
+                    packed(2, 128, 40, 100, 100),
+                    entry(3, Encoding::Zstd, 178, 10, 99),
+                ],
+                "ends beyond",
+            ),
+        ];
+        for (entries, want) in table {
+            let err = parse_index(v4, &index_to_bytes(v4, &entries, &[], 128), objects)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+        let big = Span {
+            offset: 128,
+            len: MAX_PACK_FRAME + 1,
+        };
+        let huge = vec![packed(1, 128, MAX_PACK_FRAME + 1, 0, 10)];
+        let err = parse_index(v4, &index_to_bytes(v4, &huge, &[], 128), big).unwrap_err();
+        assert!(err.to_string().contains("more than the limit"), "{err}");
     }
 }

@@ -49,6 +49,11 @@ pub enum Encoding {
     /// A binary delta against a source object the device holds, named by
     /// [`IndexEntry::source`] (container version 2; see [`delta`]).
     Delta,
+    /// A member of a pack (container version 4): the stored bytes are the
+    /// pack's one zstd frame, shared by every member; the object is
+    /// [`IndexEntry::size`] bytes at [`IndexEntry::packed_at`] of the
+    /// decoded pack.
+    Packed,
 }
 
 impl Encoding {
@@ -58,6 +63,7 @@ impl Encoding {
             Encoding::Zstd => "zstd",
             Encoding::ZstdDict => "zstd+dictionary",
             Encoding::Delta => "delta",
+            Encoding::Packed => "packed",
         }
     }
 }
@@ -76,6 +82,9 @@ pub struct IndexEntry {
     pub stored_size: u64,
     /// Length once decoded (the object's size).
     pub size: u64,
+    /// For [`Encoding::Packed`]: where the object starts in the decoded
+    /// pack; 0 for every other encoding.
+    pub packed_at: u64,
 }
 
 pub use crate::cms::SignerInfo;

@@ -1,10 +1,11 @@
 //! Opening a bundle, checking its signature and index, and reading its
 //! image and objects.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
@@ -21,6 +22,12 @@ use crate::keyring::Keyring;
 const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 /// Read size when streaming objects.
 const CHUNK: usize = 1024 * 1024;
+/// Decoded packs a verified bundle keeps (one per reading thread of
+/// `verify`; an install reads one pack at a time): 16 MiB at most.
+const PACKS_HELD: usize = 2;
+/// Decoded packs a build host's base bundle keeps: its delta sources are
+/// read by every encoding thread, in about the order of its packs.
+const BASE_PACKS_HELD: usize = 4;
 
 /// An opened, not yet verified bundle: its header, and the manifest and
 /// signature bytes. The manifest is not parsed before its signature was
@@ -309,7 +316,7 @@ impl Bundle {
         let m = &manifest;
         let count = index.len() as u64;
         let size: u64 = index.iter().map(|e| e.size).sum();
-        let stored: u64 = index.iter().map(|e| e.stored_size).sum();
+        let stored = format::stored_total(&index);
         let checks = [
             ("objects.count", m.objects.count, count),
             ("objects.size", m.objects.size, size),
@@ -352,6 +359,7 @@ impl Bundle {
             }
         }
         Ok(VerifiedBundle {
+            packs: PackCache::new(self.source.clone(), PACKS_HELD),
             bundle: self,
             manifest,
             signer,
@@ -464,6 +472,7 @@ pub struct VerifiedBundle {
     index: Vec<IndexEntry>,
     /// The compression dictionary of version 2 bundles that carry one.
     dictionary: Option<zstd::dict::DecoderDictionary<'static>>,
+    packs: PackCache,
 }
 
 impl VerifiedBundle {
@@ -605,17 +614,27 @@ impl VerifiedBundle {
             Some(e) if e == entry => e,
             _ => return Err(BundleError::NotInIndex(entry.digest)),
         };
-        decode_object(source, at, entry, self.dictionary.as_ref(), sources, out)
+        decode_object(
+            source,
+            at,
+            entry,
+            self.dictionary.as_ref(),
+            Some(&self.packs),
+            sources,
+            out,
+        )
     }
 }
 
 /// Decodes one entry of a checked index whose stored bytes are at `at` in
 /// `source` (see [`VerifiedBundle::copy_object_from`]).
+#[allow(clippy::too_many_arguments)]
 fn decode_object(
     source: &dyn ReadAt,
     at: u64,
     entry: &IndexEntry,
     dictionary: Option<&zstd::dict::DecoderDictionary<'static>>,
+    packs: Option<&PackCache>,
     sources: &dyn Sources,
     out: &mut dyn Write,
 ) -> Result<(), BundleError> {
@@ -682,6 +701,28 @@ fn decode_object(
                     emit(&buf[..n])?;
                 }
             }
+            Encoding::Packed => {
+                let pack = match packs {
+                    Some(cache) => cache.get(source, at, entry)?,
+                    None => Arc::new(decode_pack(source, at, entry)?),
+                };
+                let member = usize::try_from(entry.packed_at)
+                    .ok()
+                    .zip(usize::try_from(entry.size).ok())
+                    .and_then(|(start, len)| pack.get(start..start.checked_add(len)?))
+                    .ok_or_else(|| BundleError::ObjectDecode {
+                        digest,
+                        detail: format!(
+                            "the object is {} bytes at {} of its pack, which decodes to {} bytes",
+                            entry.size,
+                            entry.packed_at,
+                            pack.len()
+                        ),
+                    })?;
+                for chunk in member.chunks(CHUNK) {
+                    emit(chunk)?;
+                }
+            }
             Encoding::Delta => {
                 let source_digest = entry.source.ok_or(BundleError::NotInIndex(digest))?;
                 let unreadable = |e: std::io::Error| BundleError::DeltaSourceUnreadable {
@@ -732,6 +773,104 @@ fn decode_object(
     }
 }
 
+/// Decodes the pack whose stored bytes (one zstd frame, checked by the index
+/// parser to be at most [`format::MAX_PACK_FRAME`]) are at `at` in
+/// `source`: into a buffer of the frame's stated content size, at most
+/// [`format::MAX_PACK_SIZE`], which the frame must fill exactly.
+fn decode_pack(source: &dyn ReadAt, at: u64, entry: &IndexEntry) -> Result<Vec<u8>, BundleError> {
+    use zstd::zstd_safe;
+    let digest = entry.digest;
+    let corrupt = |detail: String| BundleError::ObjectDecode {
+        digest,
+        detail: format!("its pack at {at}: {detail}"),
+    };
+    if entry.stored_size > format::MAX_PACK_FRAME {
+        return Err(BundleError::NotInIndex(digest));
+    }
+    let mut frame = vec![0u8; entry.stored_size as usize];
+    source
+        .read_exact_at(&mut frame, at)
+        .map_err(|source| BundleError::Read {
+            region: Region::Object(digest),
+            source,
+        })?;
+    let one_frame = zstd_safe::find_frame_compressed_size(&frame)
+        .map_err(|c| corrupt(zstd_safe::get_error_name(c).to_owned()))?;
+    if one_frame != frame.len() {
+        return Err(corrupt(format!(
+            "{} stored bytes, of which the first frame is {one_frame}",
+            frame.len()
+        )));
+    }
+    let size = zstd_safe::get_frame_content_size(&frame)
+        .ok()
+        .flatten()
+        .filter(|&n| n <= format::MAX_PACK_SIZE)
+        .ok_or_else(|| {
+            corrupt(format!(
+                "the frame states no size of at most {} bytes",
+                format::MAX_PACK_SIZE
+            ))
+        })?;
+    let mut pack = Vec::with_capacity(size as usize);
+    let n = zstd_safe::DCtx::create()
+        .decompress(&mut pack, &frame)
+        .map_err(|c| corrupt(zstd_safe::get_error_name(c).to_owned()))?;
+    if n as u64 != size {
+        return Err(corrupt(format!(
+            "the frame decodes to {n} bytes and says {size}"
+        )));
+    }
+    Ok(pack)
+}
+
+/// The packs decoded last, for the members that follow: installs, verify and
+/// extract read the members of a pack one after another (in the order of
+/// their stored bytes), a builder's delta sources mostly so. At most
+/// `capacity` packs of [`format::MAX_PACK_SIZE`] bytes are held. Only bytes
+/// read from the bundle's own source are cached (keyed by their offset).
+pub(crate) struct PackCache {
+    source: Arc<dyn ReadAt>,
+    capacity: usize,
+    packs: Mutex<VecDeque<(u64, Arc<Vec<u8>>)>>,
+}
+
+impl PackCache {
+    pub(crate) fn new(source: Arc<dyn ReadAt>, capacity: usize) -> Self {
+        Self {
+            source,
+            capacity,
+            packs: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The decoded pack of `entry`, whose stored bytes are at `at` in `source`.
+    fn get(
+        &self,
+        source: &dyn ReadAt,
+        at: u64,
+        entry: &IndexEntry,
+    ) -> Result<Arc<Vec<u8>>, BundleError> {
+        let ours = std::ptr::addr_eq(source as *const dyn ReadAt, Arc::as_ptr(&self.source));
+        if !ours {
+            return decode_pack(source, at, entry).map(Arc::new);
+        }
+        // Held while decoding: a second reader of the same pack waits for
+        // it instead of decoding it again.
+        let mut packs = self.packs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = packs.iter().position(|(o, _)| *o == at) {
+            let hit = packs.remove(i).expect("found above");
+            let pack = hit.1.clone();
+            packs.push_front(hit);
+            return Ok(pack);
+        }
+        let pack = Arc::new(decode_pack(source, at, entry)?);
+        packs.push_front((at, pack.clone()));
+        packs.truncate(self.capacity);
+        Ok(pack)
+    }
+}
+
 /// A build host's `--base` bundle: its index, image and objects, checked
 /// against its own manifest, whose signature is *not* checked (the base is
 /// the builder's own earlier output; a device checks the result against its
@@ -741,6 +880,7 @@ pub struct BaseBundle {
     manifest: Manifest,
     index: Vec<IndexEntry>,
     dictionary: Option<zstd::dict::DecoderDictionary<'static>>,
+    packs: PackCache,
 }
 
 impl Bundle {
@@ -757,6 +897,7 @@ impl Bundle {
             .transpose()
             .map_err(|e| BundleError::IndexInvalid(format!("the compression dictionary: {e}")))?;
         Ok(BaseBundle {
+            packs: PackCache::new(self.source.clone(), BASE_PACKS_HELD),
             bundle: self,
             manifest,
             index: entries,
@@ -824,8 +965,90 @@ impl BaseBundle {
             entry.offset,
             entry,
             self.dictionary.as_ref(),
+            Some(&self.packs),
             sources,
             out,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packed(frame: &[u8], at: u64, size: u64) -> IndexEntry {
+        IndexEntry {
+            digest: Digest([7; 32]),
+            encoding: Encoding::Packed,
+            source: None,
+            offset: 0,
+            stored_size: frame.len() as u64,
+            size,
+            packed_at: at,
+        }
+    }
+
+    fn frame(data: &[u8], content_size: bool) -> Vec<u8> {
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        c.include_contentsize(content_size).unwrap();
+        c.compress(data).unwrap()
+    }
+
+    fn decode(stored: &[u8], entry: &IndexEntry) -> Result<Vec<u8>, BundleError> {
+        decode_pack(&stored.to_vec(), 0, entry)
+    }
+
+    #[test]
+    fn a_pack_decodes_to_its_stated_size_or_fails() {
+        let good = frame(b"first objectsecond object", true);
+        assert_eq!(
+            decode(&good, &packed(&good, 0, 12)).unwrap(),
+            b"first objectsecond object"
+        );
+        // More than a pack may hold, stated by a frame of a few bytes:
+        // refused before the buffer is allocated.
+        let zeros = frame(&vec![0u8; format::MAX_PACK_SIZE as usize + 1], true);
+        assert!(zeros.len() < 4096);
+        let err = decode(&zeros, &packed(&zeros, 0, 1)).unwrap_err();
+        assert!(
+            err.to_string().contains("states no size of at most"),
+            "{err}"
+        );
+        // A frame that does not state its size.
+        let unsized_frame = frame(b"some object", false);
+        let err = decode(&unsized_frame, &packed(&unsized_frame, 0, 1)).unwrap_err();
+        assert!(err.to_string().contains("states no size"), "{err}");
+        // Two frames.
+        let mut two = good.clone();
+        two.extend_from_slice(&good);
+        let err = decode(&two, &packed(&two, 0, 1)).unwrap_err();
+        assert!(
+            err.to_string().contains("of which the first frame is"),
+            "{err}"
+        );
+        // A damaged frame.
+        let mut cut = good.clone();
+        cut.truncate(good.len() - 3);
+        assert!(decode(&cut, &packed(&cut, 0, 1)).is_err());
+    }
+
+    #[test]
+    fn a_member_outside_its_pack_is_an_error_not_a_panic() {
+        let stored = frame(b"0123456789", true);
+        let entry = packed(&stored, 8, 5);
+        let err = decode_object(
+            &stored.to_vec(),
+            0,
+            &entry,
+            None,
+            None,
+            &NoSources,
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("which decodes to 10 bytes"),
+            "{err}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use super::{BundleError, VerifiedBundle};
+use super::{BundleError, IndexEntry, VerifiedBundle};
 
 /// What a full payload check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ impl VerifiedBundle {
     /// carried object that is not a raw image (and as many as the manifest says), and every carried
     /// object's fs-verity digest. Uses all cores; `progress(done, total)` is
     /// called as objects finish. On failure, reports the failing object that
-    /// comes first in the index.
+    /// comes first in the bundle.
     pub fn verify_payload(
         &self,
         progress: &(dyn Fn(u64, u64) + Sync),
@@ -45,7 +45,10 @@ impl VerifiedBundle {
             let image = self.read_image()?;
             (image.len() as u64, self.check_references(&image)?)
         };
-        let index = self.index();
+        // In the order of the stored bytes: each pack is decoded once for
+        // its members, which follow each other.
+        let mut index: Vec<&IndexEntry> = self.index().iter().collect();
+        index.sort_by_key(|e| (e.offset, e.packed_at));
         let total = index.len() as u64;
         let deltas = index.iter().filter(|e| e.source.is_some()).count() as u64;
         let next = AtomicUsize::new(0);

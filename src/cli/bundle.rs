@@ -87,9 +87,16 @@ pub struct CreateArgs {
     /// zstd level of object deltas.
     #[arg(long, default_value_t = create::DEFAULT_DELTA_LEVEL)]
     delta_level: i32,
-    /// Do not train a compression dictionary for small objects.
+    /// Without --no-packs: nothing (packs replace the dictionary). With
+    /// it: do not train a compression dictionary for small objects.
     #[arg(long)]
     no_dictionary: bool,
+    /// Compress each small object alone instead of in packs of
+    /// neighbouring files: a larger full bundle (container version 2)
+    /// that devices running a didymos older than packs can install, and
+    /// whose objects a device fetches over HTTP one by one.
+    #[arg(long)]
+    no_packs: bool,
     /// Add a raw image for the `raw` slots of a slot class, e.g. `bootloader=u-boot.img`
     /// (repeatable; always carried whole, also in delta bundles).
     #[arg(long, value_name = "CLASS=FILE", value_parser = parse_raw)]
@@ -300,6 +307,7 @@ fn create_cmd(a: CreateArgs) -> anyhow::Result<ExitCode> {
         object_deltas: !a.no_object_deltas,
         delta_level: a.delta_level,
         dictionary: !a.no_dictionary,
+        packs: !a.no_packs,
     };
     let s = create::create(&opts)
         .with_context(|| format!("cannot create bundle {}", a.output.display()))?;
@@ -333,6 +341,12 @@ fn create_cmd(a: CreateArgs) -> anyhow::Result<ExitCode> {
         println!(
             "  dictionary {} bytes, for {} small objects",
             s.dictionary, s.dictionary_objects
+        );
+    }
+    if s.packs > 0 {
+        println!(
+            "  packs      {} packs of {} small objects",
+            s.packs, s.packed_objects
         );
     }
     for r in &m.raw {

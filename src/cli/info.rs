@@ -158,6 +158,8 @@ struct Payload {
     container: u32,
     dictionary: u64,
     dictionary_objects: u64,
+    /// Packs, the objects in them, and their stored bytes.
+    packs: (u64, u64, u64),
     /// The image region's length, and the base image of an image delta.
     image: (u64, Option<didymos::Digest>),
     /// (object, source, size, stored size) of each delta.
@@ -181,6 +183,20 @@ impl Payload {
                 .iter()
                 .filter_map(|e| e.source.map(|s| (e.digest, s, e.size, e.stored_size)))
                 .collect(),
+            packs: {
+                let members: Vec<_> = b
+                    .index()
+                    .iter()
+                    .filter(|e| e.encoding == Encoding::Packed)
+                    .collect();
+                let packs: std::collections::BTreeSet<u64> =
+                    members.iter().map(|e| e.offset).collect();
+                (
+                    packs.len() as u64,
+                    members.len() as u64,
+                    didymos::bundle::format::stored_total(members.iter().copied()),
+                )
+            },
         }
     }
 }
@@ -261,6 +277,15 @@ fn readable(
                 format!(
                     "{} bytes, used by {} small objects",
                     p.dictionary, p.dictionary_objects
+                ),
+            );
+        }
+        if p.packs.0 > 0 {
+            line(
+                "Packs:",
+                format!(
+                    "{} packs of {} small objects, {} bytes as stored",
+                    p.packs.0, p.packs.1, p.packs.2
                 ),
             );
         }
@@ -355,6 +380,7 @@ fn json(
         "delta": m.is_delta(),
         "container": payload.map(|p| p.container),
         "dictionary": payload.map(|p| serde_json::json!({"size": p.dictionary, "objects": p.dictionary_objects})),
+        "packs": payload.map(|p| serde_json::json!({"count": p.packs.0, "objects": p.packs.1, "stored-size": p.packs.2})),
         "object-deltas": payload.map(|p| p.deltas.iter().map(|(d, s, size, stored)| serde_json::json!({
             "object": d.to_hex(), "source": s.to_hex(), "size": size, "stored-size": stored,
         })).collect::<Vec<_>>()),

@@ -70,10 +70,10 @@ impl<'a> Fetch<'a> {
         }
         store.clean_partials(Some(&fetch.key))?;
         let mut resumed = 0u64;
-        let ranges: Vec<(u64, u64)> = to_write
+        let mut ranges: Vec<(u64, u64)> = to_write
             .iter()
             .map(|e| {
-                let have = if e.stored_size >= SPOOL_MIN {
+                let have = if spooled(e) {
                     partial_len(&store.partial_path(&fetch.key, &e.digest)).min(e.stored_size)
                 } else {
                     0
@@ -82,6 +82,8 @@ impl<'a> Fetch<'a> {
                 (e.offset + have, e.stored_size - have)
             })
             .collect();
+        // The members of a pack share its bytes: fetched once.
+        ranges.dedup();
         fetch.total = ranges.iter().map(|r| r.1).sum();
         if resumed > 0 {
             log::info!(
@@ -130,7 +132,7 @@ impl<'a> Fetch<'a> {
         batch: &mut ObjectBatch<'_>,
         decode: &mut Decode<'_>,
     ) -> Result<u64, InstallError> {
-        if !self.remote || entry.stored_size < SPOOL_MIN {
+        if !self.remote || !spooled(entry) {
             return Ok(batch.add(&entry.digest, |w| decode(self.source, entry.offset, w))?);
         }
         let path = self.store.partial_path(&self.key, &entry.digest);
@@ -214,6 +216,13 @@ impl<'a> Fetch<'a> {
         }
         Ok(())
     }
+}
+
+/// Whether an object is received into `tmp/partial/` first: a large one,
+/// not a pack member (a pack, at most 8 MiB, is fetched whole, and decoded
+/// once for all its members the device lacks).
+fn spooled(e: &IndexEntry) -> bool {
+    e.stored_size >= SPOOL_MIN && e.encoding != crate::bundle::Encoding::Packed
 }
 
 fn partial_len(path: &Path) -> u64 {

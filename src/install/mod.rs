@@ -354,7 +354,7 @@ pub fn size_for_device(
         0
     };
     Ok(DeviceSize {
-        download: image_download + needed.iter().map(|e| e.stored_size).sum::<u64>(),
+        download: image_download + crate::bundle::format::stored_total(needed.iter().copied()),
         write: image_new + needed.iter().map(|e| e.size).sum::<u64>(),
         objects: needed.len() as u64,
     })

@@ -14,6 +14,11 @@
 //! Each object is written by the earliest job that holds it: a job that
 //! finds its object claimed by a later job takes the claim over, and the
 //! later job's work is dropped.
+//!
+//! A pack is one unit for a run of consecutive jobs (small files): its
+//! members are compressed together, and when its turn comes it keeps the
+//! members it still owns (a member taken over by an earlier job since is
+//! left out, and the pack compressed again without it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -39,6 +44,8 @@ pub struct Record {
     pub size: u64,
     pub encoding: Encoding,
     pub source: Option<Digest>,
+    /// For a pack member, its place in the decoded pack.
+    pub packed_at: u64,
 }
 
 /// How an encoded object is stored (everything but where).
@@ -56,6 +63,48 @@ enum Done {
         data: Vec<u8>,
         stored: Stored,
     },
+    Pack {
+        /// Jobs the pack stands for (from its first).
+        jobs: usize,
+        members: Vec<PackMember>,
+        frame: Vec<u8>,
+        level: i32,
+    },
+}
+
+impl Done {
+    fn buffered(&self) -> u64 {
+        match self {
+            Done::Skip => 0,
+            Done::Ready { data, .. } => data.len() as u64,
+            Done::Pack { members, frame, .. } => {
+                frame.len() as u64 + members.iter().map(|m| m.data.len() as u64).sum::<u64>()
+            }
+        }
+    }
+}
+
+/// One object of a pack: its job, digest and bytes.
+#[derive(Debug, Clone)]
+pub struct PackMember {
+    pub job: usize,
+    pub digest: Digest,
+    pub data: Vec<u8>,
+}
+
+/// The members' bytes, one after another, as one zstd frame (stating its
+/// content size, which the reader needs, and without a checksum: each
+/// object's digest is the check).
+pub fn pack_frame(members: &[PackMember], level: i32) -> io::Result<Vec<u8>> {
+    let total: usize = members.iter().map(|m| m.data.len()).sum();
+    let mut all = Vec::with_capacity(total);
+    for m in members {
+        all.extend_from_slice(&m.data);
+    }
+    let mut c = zstd::bulk::Compressor::new(level)?;
+    c.include_checksum(false)?;
+    c.include_contentsize(true)?;
+    c.compress(&all)
 }
 
 struct State {
@@ -154,6 +203,33 @@ impl<'f> ObjectWriter<'f> {
         }
     }
 
+    /// A pack for the `jobs` jobs from `first` is complete: `members` are
+    /// the objects it claimed, `frame` their [`pack_frame`]. It goes into
+    /// the file now or when its turn comes.
+    pub fn commit_pack(
+        &self,
+        first: usize,
+        jobs: usize,
+        members: Vec<PackMember>,
+        frame: Vec<u8>,
+        level: i32,
+    ) -> io::Result<()> {
+        let done = Done::Pack {
+            jobs,
+            members,
+            frame,
+            level,
+        };
+        let len = done.buffered();
+        let mut st = self.state.lock().unwrap();
+        if st.next != first && st.buffered + len > MAX_BUFFERED {
+            st = self.wait_turn(st, first)?;
+        }
+        st.buffered += len;
+        st.done.insert(first, done);
+        self.drain(&mut st)
+    }
+
     /// Appends an object outside the job order (raw images, after the scan).
     pub fn append(&self, digest: Digest, data: &[u8], stored: Stored) -> io::Result<()> {
         let mut st = self.state.lock().unwrap();
@@ -164,7 +240,7 @@ impl<'f> ObjectWriter<'f> {
         self.file.write_all_at(data, self.base + at)?;
         st.at += data.len() as u64;
         st.records
-            .insert(digest, record(at, data.len() as u64, stored));
+            .insert(digest, record(at, data.len() as u64, stored, 0));
         Ok(())
     }
 
@@ -202,22 +278,54 @@ impl<'f> ObjectWriter<'f> {
     fn drain(&self, st: &mut State) -> io::Result<()> {
         let before = st.next;
         while let Some(done) = st.done.remove(&st.next) {
-            if let Done::Ready {
-                digest,
-                data,
-                stored,
-            } = done
-            {
-                st.buffered -= data.len() as u64;
-                if self.owns(st.next, &digest) {
-                    let at = st.at;
-                    self.file.write_all_at(&data, self.base + at)?;
-                    st.at += data.len() as u64;
-                    st.records
-                        .insert(digest, record(at, data.len() as u64, stored));
+            st.buffered -= done.buffered();
+            match done {
+                Done::Skip => st.next += 1,
+                Done::Ready {
+                    digest,
+                    data,
+                    stored,
+                } => {
+                    if self.owns(st.next, &digest) {
+                        let at = st.at;
+                        self.file.write_all_at(&data, self.base + at)?;
+                        st.at += data.len() as u64;
+                        st.records
+                            .insert(digest, record(at, data.len() as u64, stored, 0));
+                    }
+                    st.next += 1;
+                }
+                Done::Pack {
+                    jobs,
+                    mut members,
+                    mut frame,
+                    level,
+                } => {
+                    // Every earlier job has claimed what it holds by now.
+                    let before = members.len();
+                    members.retain(|m| self.owns(m.job, &m.digest));
+                    if members.len() != before && !members.is_empty() {
+                        frame = pack_frame(&members, level)?;
+                    }
+                    if !members.is_empty() {
+                        let at = st.at;
+                        self.file.write_all_at(&frame, self.base + at)?;
+                        st.at += frame.len() as u64;
+                        let mut inside = 0u64;
+                        for m in members {
+                            let stored = Stored {
+                                size: m.data.len() as u64,
+                                encoding: Encoding::Packed,
+                                source: None,
+                            };
+                            st.records
+                                .insert(m.digest, record(at, frame.len() as u64, stored, inside));
+                            inside += m.data.len() as u64;
+                        }
+                    }
+                    st.next += jobs;
                 }
             }
-            st.next += 1;
         }
         if st.next != before {
             self.turn.notify_all();
@@ -226,13 +334,14 @@ impl<'f> ObjectWriter<'f> {
     }
 }
 
-fn record(offset: u64, stored_size: u64, s: Stored) -> Record {
+fn record(offset: u64, stored_size: u64, s: Stored, packed_at: u64) -> Record {
     Record {
         offset,
         stored_size,
         size: s.size,
         encoding: s.encoding,
         source: s.source,
+        packed_at,
     }
 }
 
@@ -281,7 +390,7 @@ impl Out<'_, '_> {
             let mut st = w.state.lock().unwrap();
             st.at = start + self.len;
             st.records
-                .insert(self.digest, record(start, self.len, stored));
+                .insert(self.digest, record(start, self.len, stored, 0));
             st.next += 1;
             return w.drain(&mut st);
         }
@@ -394,5 +503,59 @@ mod tests {
         let (records, len) = w.finish(2).unwrap();
         assert_eq!(len, 5 + big.len() as u64);
         assert_eq!(records[&Digest([1; 32])].offset, 5);
+    }
+
+    #[test]
+    fn a_pack_leaves_out_a_member_an_earlier_job_took_over() {
+        let f = tempfile::tempfile().unwrap();
+        let w = ObjectWriter::new(&f, 0);
+        let (a, b) = (Digest([0xa; 32]), Digest([0xb; 32]));
+        let member = |job, digest, data: &[u8]| PackMember {
+            job,
+            digest,
+            data: data.to_vec(),
+        };
+        // The pack of jobs 1 and 2 claims `a` before job 0 does, and
+        // compresses it; job 0 then takes `a` over.
+        assert!(w.claim(1, &a));
+        assert!(w.claim(2, &b));
+        let members = vec![member(1, a, b"object a"), member(2, b, b"object b, packed")];
+        let frame = pack_frame(&members, 3).unwrap();
+        w.commit_pack(1, 2, members, frame, 3).unwrap();
+        assert!(w.claim(0, &a));
+        let mut o = w.out(0, a);
+        o.write_all(b"object a").unwrap();
+        o.commit(stored(8)).unwrap();
+        let (records, len) = w.finish(3).unwrap();
+        assert_eq!(records[&a].encoding, Encoding::Raw);
+        assert_eq!(records[&a].offset, 0);
+        let p = &records[&b];
+        assert_eq!(
+            (p.encoding, p.offset, p.packed_at),
+            (Encoding::Packed, 8, 0)
+        );
+        assert_eq!(len, 8 + p.stored_size);
+        // The pack was compressed again, with `b` alone.
+        let mut frame = vec![0u8; p.stored_size as usize];
+        f.read_exact_at(&mut frame, 8).unwrap();
+        assert_eq!(
+            zstd::bulk::decompress(&frame, 1 << 20).unwrap(),
+            b"object b, packed"
+        );
+    }
+
+    #[test]
+    fn a_pack_of_objects_held_elsewhere_writes_nothing() {
+        let f = tempfile::tempfile().unwrap();
+        let w = ObjectWriter::new(&f, 0);
+        assert!(w.claim(0, &Digest([1; 32])));
+        let mut o = w.out(0, Digest([1; 32]));
+        o.write_all(b"one").unwrap();
+        o.commit(stored(3)).unwrap();
+        // Jobs 1 and 2 are the same object as job 0: nothing to pack.
+        assert!(!w.claim(1, &Digest([1; 32])));
+        w.commit_pack(1, 2, Vec::new(), Vec::new(), 3).unwrap();
+        let (records, len) = w.finish(3).unwrap();
+        assert_eq!((records.len(), len), (1, 3));
     }
 }
