@@ -136,12 +136,14 @@ pair() { # name, old.tar, new.tar
   tz=$(measure bash -c "tar -C '$n' --numeric-owner --xattrs --xattrs-include='*' -cf - . | zstd -3 -T2 -q -f -o '$w/new.tar.zst'")
   sz=$(measure mksquashfs "$n" "$w/new-zstd.squashfs" -comp zstd -noappend -no-progress -processors 2)
   sr=$(measure mksquashfs "$n" "$w/new-rauc.squashfs" -all-root -noappend -no-progress -no-xattrs -processors 2)
-  local np nd
+  local np nd pv
+  pv=$(bundle "$new" "$w/full-previous.raucb" 2.0 --previous "$w/old.raucb")
   np=$(bundle "$new" "$w/full-nopacks.raucb" 2.0 --no-packs)
   nd=$(bundle "$new" "$w/full-nodict.raucb" 2.0 --no-packs --no-dictionary)
   echo "| full image of $(basename "$new" .tar) | size | wall time | CPU time | peak RSS |"
   echo "|---|---|---|---|---|"
   row "didymos full bundle (zstd 3, packs)" "$w/full.raucb" "$full"
+  row "didymos full bundle, packs laid out \`--previous\` the old bundle" "$w/full-previous.raucb" "$pv"
   row "didymos full bundle, \`--no-packs\` (dictionary)" "$w/full-nopacks.raucb" "$np"
   row "didymos full bundle, \`--no-packs --no-dictionary\`" "$w/full-nodict.raucb" "$nd"
   row "\`tar | zstd -3 -T2\`" "$w/new.tar.zst" "$tz"
@@ -179,7 +181,7 @@ pair() { # name, old.tar, new.tar
     cat "$w/base-install.log" >&2
     exit 1
   }
-  for kind in full full-nopacks; do
+  for kind in full full-previous full-nopacks; do
     printf -- '- %s over %s, as a device fetches it over HTTP: %s MB\n' "$kind" "$(basename "$old" .tar)" \
       "$(mb "$("$didymos" --conf "$dev/system.conf" info --output-format json "$w/$kind.raucb" | sed -n 's/.*"download-size":\([0-9]*\).*/\1/p')")"
   done

@@ -7,7 +7,7 @@
 #[path = "common/device.rs"]
 mod device;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{FileExt, MetadataExt, symlink};
@@ -788,6 +788,85 @@ fn full_bundles_pack_small_objects_and_stay_reproducible() {
     assert_eq!(x.objects_written, v.index().len() as u64);
     dev.install(&a).unwrap();
     dev.fsck_clean();
+}
+
+/// Laid out against the previous release, a full bundle keeps what that
+/// release has and what it lacks in different packs: a device running it
+/// fetches over HTTP the packs of the changed objects, and no others.
+#[test]
+fn packs_laid_out_against_a_previous_release_keep_what_changed_apart() {
+    let dev = Device::new();
+    let (t1, t2) = make_pair(dev.dir.path());
+    // Small files that stay the same, around the changed ones.
+    for root in [&t1, &t2] {
+        many_small_files(root);
+    }
+    let v1 = dev.path("v1.raucb");
+    create::create(&options(&dev, &t1, &v1, "1.0")).unwrap();
+    let make = |name: &str, previous: bool| {
+        let out = dev.path(name);
+        let mut o = options(&dev, &t2, &out, "2.0");
+        if previous {
+            o.previous = vec![v1.clone()];
+        }
+        create::create(&o).unwrap();
+        open(&dev, &out)
+    };
+    let (laid_out, plain) = (make("v2.raucb", true), make("v2-plain.raucb", false));
+    let old: BTreeSet<Digest> = open(&dev, &v1).index().iter().map(|e| e.digest).collect();
+    assert!(laid_out.manifest().bases.is_empty(), "a full bundle");
+    let fetched = |v: &VerifiedBundle| {
+        let packs: BTreeSet<u64> = v
+            .index()
+            .iter()
+            .filter(|e| e.encoding == Encoding::Packed && !old.contains(&e.digest))
+            .map(|e| e.offset)
+            .collect();
+        didymos::bundle::format::stored_total(v.index().iter().filter(|e| {
+            !old.contains(&e.digest)
+                || (e.encoding == Encoding::Packed && packs.contains(&e.offset))
+        }))
+    };
+    // Every pack holds only old objects or only new ones.
+    let mut kinds: BTreeMap<u64, BTreeSet<bool>> = BTreeMap::new();
+    for e in laid_out
+        .index()
+        .iter()
+        .filter(|e| e.encoding == Encoding::Packed)
+    {
+        kinds
+            .entry(e.offset)
+            .or_default()
+            .insert(old.contains(&e.digest));
+    }
+    assert!(kinds.values().all(|k| k.len() == 1), "{kinds:?}");
+    assert!(
+        kinds.values().any(|k| k.contains(&true)) && kinds.values().any(|k| k.contains(&false))
+    );
+    // So a device running v1 fetches exactly the new objects' bytes, less
+    // than from the bundle laid out without it.
+    let new_only = didymos::bundle::format::stored_total(
+        laid_out.index().iter().filter(|e| !old.contains(&e.digest)),
+    );
+    assert_eq!(fetched(&laid_out), new_only);
+    assert!(
+        fetched(&laid_out) < fetched(&plain),
+        "{} against {}",
+        fetched(&laid_out),
+        fetched(&plain)
+    );
+    dev.install(&v1).unwrap();
+    dev.install(&dev.path("v2.raucb")).unwrap();
+    dev.fsck_clean();
+    // Only for full bundles with packs.
+    let mut o = options(&dev, &t2, &dev.path("x.raucb"), "2.0");
+    o.previous = vec![v1.clone()];
+    o.packs = false;
+    let err = create::create(&o).unwrap_err().to_string();
+    assert!(
+        err.contains("--previous") && err.contains("--no-packs"),
+        "{err}"
+    );
 }
 
 #[test]

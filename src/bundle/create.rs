@@ -142,6 +142,12 @@ pub struct CreateOptions {
     /// version 4). Off: each object alone (version 2, readable by older
     /// devices), with the dictionary unless that is off too.
     pub packs: bool,
+    /// Earlier releases (bundles, images with objects, directories, as
+    /// `bases`) the packs are laid out against: objects they have and
+    /// objects they lack never share a pack, so a device running one of
+    /// them fetches over HTTP the packs of what it lacks and no others. The
+    /// bundle still carries every object.
+    pub previous: Vec<PathBuf>,
 }
 
 impl CreateOptions {
@@ -175,6 +181,7 @@ impl CreateOptions {
             delta_level: DEFAULT_DELTA_LEVEL,
             dictionary: true,
             packs: true,
+            previous: Vec::new(),
         }
     }
 }
@@ -396,6 +403,22 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         &opts.intermediates,
     )?;
     let bases = Bases::load(&opts.bases, &out_dir)?;
+    if !opts.previous.is_empty() && (!opts.bases.is_empty() || !opts.packs) {
+        return Err(CreateError::Invalid(format!(
+            "--previous lays out the packs of a full bundle; {}",
+            if opts.packs {
+                "a bundle built --base has no packs (it leaves out what its base has)"
+            } else {
+                "it does nothing with --no-packs"
+            }
+        )));
+    }
+    let previous = Bases::load(&opts.previous, &out_dir).map_err(|e| match e {
+        CreateError::Base { path, detail } => {
+            CreateError::Invalid(format!("--previous {}: {detail}", path.display()))
+        }
+        other => other,
+    })?;
     let source = match &opts.input {
         Input::Rootfs(p) => Source::Rootfs(p),
         Input::Oci { image, xattrs } => Source::Oci(OciImage::open(image, &out_dir)?, *xattrs),
@@ -431,6 +454,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         },
         deltas: opts.object_deltas && bases.has_sources(),
         packs: opts.packs && opts.bases.is_empty(),
+        previous: &previous.objects,
         dictionary: opts.dictionary && !opts.packs && opts.bases.is_empty(),
         threads,
     };
@@ -817,6 +841,8 @@ struct Plan<'a> {
     dictionary: bool,
     /// Put small objects in packs.
     packs: bool,
+    /// Objects of the releases packs are laid out against (`--previous`).
+    previous: &'a HashSet<Digest>,
     threads: usize,
 }
 
@@ -1019,8 +1045,9 @@ fn scan_and_encode(
 }
 
 /// Reads and hashes the small files of one pack; compresses the objects it
-/// claims (no base and no earlier file provides them) as one frame and
-/// hands it to the writer. Returns each job's digest.
+/// claims (no base and no earlier file provides them) as one frame — two,
+/// when laid out against earlier releases: the objects they hold and the
+/// others — and hands them to the writer. Returns each job's digest.
 fn encode_pack(
     writer: &ObjectWriter<'_>,
     plan: &Plan<'_>,
@@ -1064,13 +1091,21 @@ fn encode_pack(
             });
         }
     }
-    let frame = if members.is_empty() {
-        Vec::new()
-    } else {
-        writer::pack_frame(&members, plan.level).map_err(ImageError::io("(zstd)"))?
-    };
+    // Laid out against earlier releases: what they hold in one pack, what
+    // they lack in another, each in the scan's order.
+    let (held, new): (Vec<_>, Vec<_>) = members
+        .into_iter()
+        .partition(|m| plan.previous.contains(&m.digest));
+    let mut packs = Vec::with_capacity(2);
+    for members in [held, new] {
+        if !members.is_empty() {
+            let frame =
+                writer::pack_frame(&members, plan.level).map_err(ImageError::io("(zstd)"))?;
+            packs.push((members, frame));
+        }
+    }
     writer
-        .commit_pack(first, count, members, frame, plan.level)
+        .commit_packs(first, count, packs, plan.level)
         .map_err(ImageError::io("(bundle)"))?;
     Ok(digests)
 }

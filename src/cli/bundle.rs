@@ -97,6 +97,12 @@ pub struct CreateArgs {
     /// whose objects a device fetches over HTTP one by one.
     #[arg(long)]
     no_packs: bool,
+    /// Lay out the packs against an earlier release (a bundle, image or
+    /// directory, as --base; repeatable): what it has and what it lacks
+    /// never share a pack, so a device running it fetches over HTTP only
+    /// the packs of what changed. The bundle still carries every object.
+    #[arg(long, value_name = "BUNDLE|IMAGE|DIR")]
+    previous: Vec<PathBuf>,
     /// Add a raw image for the `raw` slots of a slot class, e.g. `bootloader=u-boot.img`
     /// (repeatable; always carried whole, also in delta bundles).
     #[arg(long, value_name = "CLASS=FILE", value_parser = parse_raw)]
@@ -308,6 +314,7 @@ fn create_cmd(a: CreateArgs) -> anyhow::Result<ExitCode> {
         delta_level: a.delta_level,
         dictionary: !a.no_dictionary,
         packs: !a.no_packs,
+        previous: a.previous,
     };
     let s = create::create(&opts)
         .with_context(|| format!("cannot create bundle {}", a.output.display()))?;

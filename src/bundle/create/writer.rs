@@ -63,11 +63,11 @@ enum Done {
         data: Vec<u8>,
         stored: Stored,
     },
-    Pack {
-        /// Jobs the pack stands for (from its first).
+    Packs {
+        /// Jobs the packs stand for (from the first).
         jobs: usize,
-        members: Vec<PackMember>,
-        frame: Vec<u8>,
+        /// Each pack's members and frame, in the order they are written.
+        packs: Vec<(Vec<PackMember>, Vec<u8>)>,
         level: i32,
     },
 }
@@ -77,9 +77,12 @@ impl Done {
         match self {
             Done::Skip => 0,
             Done::Ready { data, .. } => data.len() as u64,
-            Done::Pack { members, frame, .. } => {
-                frame.len() as u64 + members.iter().map(|m| m.data.len() as u64).sum::<u64>()
-            }
+            Done::Packs { packs, .. } => packs
+                .iter()
+                .map(|(members, frame)| {
+                    frame.len() as u64 + members.iter().map(|m| m.data.len() as u64).sum::<u64>()
+                })
+                .sum(),
         }
     }
 }
@@ -203,23 +206,17 @@ impl<'f> ObjectWriter<'f> {
         }
     }
 
-    /// A pack for the `jobs` jobs from `first` is complete: `members` are
-    /// the objects it claimed, `frame` their [`pack_frame`]. It goes into
-    /// the file now or when its turn comes.
-    pub fn commit_pack(
+    /// The packs for the `jobs` jobs from `first` are complete: each the
+    /// objects it claimed and their [`pack_frame`]. They go into the file,
+    /// one after another, now or when their turn comes.
+    pub fn commit_packs(
         &self,
         first: usize,
         jobs: usize,
-        members: Vec<PackMember>,
-        frame: Vec<u8>,
+        packs: Vec<(Vec<PackMember>, Vec<u8>)>,
         level: i32,
     ) -> io::Result<()> {
-        let done = Done::Pack {
-            jobs,
-            members,
-            frame,
-            level,
-        };
+        let done = Done::Packs { jobs, packs, level };
         let len = done.buffered();
         let mut st = self.state.lock().unwrap();
         if st.next != first && st.buffered + len > MAX_BUFFERED {
@@ -295,19 +292,17 @@ impl<'f> ObjectWriter<'f> {
                     }
                     st.next += 1;
                 }
-                Done::Pack {
-                    jobs,
-                    mut members,
-                    mut frame,
-                    level,
-                } => {
-                    // Every earlier job has claimed what it holds by now.
-                    let before = members.len();
-                    members.retain(|m| self.owns(m.job, &m.digest));
-                    if members.len() != before && !members.is_empty() {
-                        frame = pack_frame(&members, level)?;
-                    }
-                    if !members.is_empty() {
+                Done::Packs { jobs, packs, level } => {
+                    for (mut members, mut frame) in packs {
+                        // Every earlier job has claimed what it holds by now.
+                        let before = members.len();
+                        members.retain(|m| self.owns(m.job, &m.digest));
+                        if members.is_empty() {
+                            continue;
+                        }
+                        if members.len() != before {
+                            frame = pack_frame(&members, level)?;
+                        }
                         let at = st.at;
                         self.file.write_all_at(&frame, self.base + at)?;
                         st.at += frame.len() as u64;
@@ -521,7 +516,7 @@ mod tests {
         assert!(w.claim(2, &b));
         let members = vec![member(1, a, b"object a"), member(2, b, b"object b, packed")];
         let frame = pack_frame(&members, 3).unwrap();
-        w.commit_pack(1, 2, members, frame, 3).unwrap();
+        w.commit_packs(1, 2, vec![(members, frame)], 3).unwrap();
         assert!(w.claim(0, &a));
         let mut o = w.out(0, a);
         o.write_all(b"object a").unwrap();
@@ -554,7 +549,7 @@ mod tests {
         o.commit(stored(3)).unwrap();
         // Jobs 1 and 2 are the same object as job 0: nothing to pack.
         assert!(!w.claim(1, &Digest([1; 32])));
-        w.commit_pack(1, 2, Vec::new(), Vec::new(), 3).unwrap();
+        w.commit_packs(1, 2, Vec::new(), 3).unwrap();
         let (records, len) = w.finish(3).unwrap();
         assert_eq!((records.len(), len), (1, 3));
     }
