@@ -1192,3 +1192,48 @@ fn encode_job(
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(offset: u64, stored_size: u64, packed_at: u64) -> Record {
+        Record {
+            offset,
+            stored_size,
+            size: 1,
+            encoding: if packed_at == u64::MAX {
+                Encoding::Raw
+            } else {
+                Encoding::Packed
+            },
+            source: None,
+            packed_at: if packed_at == u64::MAX { 0 } else { packed_at },
+        }
+    }
+
+    #[test]
+    fn compacting_moves_a_pack_once_and_drops_packs_no_member_needs() {
+        // At 0 a pack of a dropped object only, at 4 an object, at 7 a pack
+        // of two objects and a dropped one, at 12 a dropped object.
+        let file = tempfile::tempfile().unwrap();
+        file.write_all_at(b"xxxxAAAPPPPPyy", 10).unwrap();
+        let d = |i: u8| Digest([i; 32]);
+        let mut records = BTreeMap::from([
+            (d(1), rec(0, 4, 0)),
+            (d(2), rec(4, 3, u64::MAX)),
+            (d(3), rec(7, 5, 0)),
+            (d(4), rec(7, 5, 9)),
+            (d(5), rec(7, 5, 20)),
+            (d(6), rec(12, 2, u64::MAX)),
+        ]);
+        let carried = BTreeSet::from([d(2), d(3), d(5)]);
+        let len = compact(&file, 10, &mut records, &carried).unwrap();
+        assert_eq!(len, 8);
+        let at: Vec<_> = records.values().map(|r| (r.offset, r.packed_at)).collect();
+        assert_eq!(at, [(0, 0), (3, 0), (3, 20)]);
+        let mut b = [0u8; 8];
+        file.read_exact_at(&mut b, 10).unwrap();
+        assert_eq!(&b, b"AAAPPPPP");
+    }
+}
