@@ -204,6 +204,40 @@ fn full_and_delta_installs_fetch_only_what_the_device_lacks() {
     );
 }
 
+/// A full bundle laid out `--previous` the release a device runs keeps what
+/// changed in packs of its own: over real nginx, the device fetches those
+/// and nothing of the packs it holds; laid out without it, the one pack
+/// that mixes old and new objects is fetched whole.
+#[test]
+fn a_full_bundle_laid_out_against_the_installed_release_fetches_what_changed() {
+    let web = Nginx::start(Options::default());
+    let d = device("");
+    let v1 = d.bundle(1, None);
+    d.install(&v1).unwrap();
+    boot_good(&d);
+    let laid_out = d.bundle_with(2, None, |o| o.previous = vec![v1.clone()]);
+    let plain = d.bundle(2, None);
+    web.publish(&laid_out, "v2.raucb");
+    let (l, lp) = (layout(&d, &laid_out), layout(&d, &plain));
+    assert!(
+        l.entries
+            .values()
+            .all(|e| e.encoding == didymos::bundle::Encoding::Packed),
+        "the demo tree's objects are all small"
+    );
+    let (need, need_plain) = (missing_bytes(&d, &l), missing_bytes(&d, &lp));
+    // The changed objects (about 1.6 MB) against the whole tree's one pack.
+    assert!(need * 2 < need_plain, "{need} against {need_plain}");
+    web.clear_log();
+    install_url(&d, &web.url("v2.raucb")).unwrap();
+    let sent = web.bytes_sent();
+    assert!(
+        sent <= (l.head + l.image + need) * 105 / 100 + 64 * 1024,
+        "{sent} bytes sent; the device lacked {need} bytes of packs"
+    );
+    d.fsck_clean();
+}
+
 /// A tree with many small objects and two large ones (received into
 /// `tmp/partial/` first), about 20 MiB, all incompressible.
 fn big_bundle(d: &Device, version: u32) -> PathBuf {
