@@ -1,12 +1,13 @@
 //! Making a bundle from a root filesystem (directory, tar archive or
 //! container image).
 //!
-//! The scan runs on the calling thread and hands every large file to a pool
-//! of workers (one per core) that compute its fs-verity digest and, unless a
-//! base or another file already provides it, encode it (zstd when smaller)
-//! into a per-worker spool file next to the output. Once the image is
-//! written, the objects it references are copied out of the spools in digest
-//! order, so the same inputs always give the same payload bytes.
+//! The scan runs on the calling thread and hands every large file (in a
+//! full bundle, every run of small files as one pack) to a pool of workers
+//! (one per core) that compute its fs-verity digest and, unless a base or
+//! another file already provides it, encode it (a delta, zstd when smaller,
+//! a pack as one frame) straight into the bundle's objects region, in the
+//! scan's order (`writer`), so the same inputs always give the same
+//! payload bytes. Image, index, manifest, signature and header follow.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
