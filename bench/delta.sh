@@ -65,6 +65,28 @@ row() { # label, file, "wall cpu rss"
   printf '| %s | %s MB | %s s | %s s | %s MiB |\n' "$1" "$(mb "$(size "$2")")" "$w" "$c" "$((r / 1024))"
 }
 squash_rauc() { mksquashfs "$1" "$2" -all-root -noappend -no-progress -no-xattrs -processors 2; }
+# A device of its own, with the base bundle installed (booted into B) when
+# one is given: device dir, [base bundle].
+device_with() {
+  new_device "$1"
+  cp "$pki/root-ca.pem" "$1/pki/root-ca.pem"
+  [ -n "${2:-}" ] || return 0
+  "$didymos" --conf "$1/system.conf" install --direct "$2" >"$1.base-install.log" 2>&1 || {
+    cat "$1.base-install.log" >&2
+    exit 1
+  }
+  printf 'didymos.slot=B\n' >"$1/cmdline"
+}
+# Installs a bundle on a device and prints its row: label, device, bundle.
+install_row() {
+  local t written tw tc tr
+  sync
+  t=$(measure "$didymos" --conf "$2/system.conf" install --direct "$3")
+  written=$(sed -n 's/.*objects written (\([0-9]*\) bytes).*/\1/p' "$work/out")
+  read -r tw tc tr <<<"$t"
+  printf '| %s | %s MB | %s s | %s s | %s MB | %s MiB |\n' "$1" "$(mb "$(size "$3")")" \
+    "$tw" "$tc" "$(mb "${written:-0}")" "$((tr / 1024))"
+}
 
 echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)," \
   "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)," \
@@ -113,21 +135,8 @@ pair() { # name, old.tar, new.tar
   echo "| install over $(basename "$old" .tar) | bundle | time | CPU time | bytes written | peak RSS |"
   echo "|---|---|---|---|---|---|"
   for kind in object-delta file-delta; do
-    local dev=$w/dev-$kind
-    new_device "$dev"
-    cp "$pki/root-ca.pem" "$dev/pki/root-ca.pem"
-    "$didymos" --conf "$dev/system.conf" install --direct "$w/old.raucb" >"$w/base-install.log" 2>&1 || {
-      cat "$w/base-install.log" >&2
-      exit 1
-    }
-    printf 'didymos.slot=B\n' >"$dev/cmdline"
-    sync
-    local t written tw tc tr
-    t=$(measure "$didymos" --conf "$dev/system.conf" install --direct "$w/$kind.raucb")
-    written=$(sed -n 's/.*objects written (\([0-9]*\) bytes).*/\1/p' "$work/out")
-    read -r tw tc tr <<<"$t"
-    printf '| %s | %s MB | %s s | %s s | %s MB | %s MiB |\n' "$kind" "$(mb "$(size "$w/$kind.raucb")")" \
-      "$tw" "$tc" "$(mb "${written:-0}")" "$((tr / 1024))"
+    device_with "$w/dev-$kind" "$w/old.raucb"
+    install_row "$kind" "$w/dev-$kind" "$w/$kind.raucb"
   done
   echo
 
@@ -160,27 +169,14 @@ pair() { # name, old.tar, new.tar
   echo "| install of the full bundle on an empty device | bundle | time | CPU time | bytes written | peak RSS |"
   echo "|---|---|---|---|---|---|"
   for kind in full full-nopacks; do
-    local dev=$w/dev-$kind
-    new_device "$dev"
-    cp "$pki/root-ca.pem" "$dev/pki/root-ca.pem"
-    sync
-    local t written tw tc tr
-    t=$(measure "$didymos" --conf "$dev/system.conf" install --direct "$w/$kind.raucb")
-    written=$(sed -n 's/.*objects written (\([0-9]*\) bytes).*/\1/p' "$work/out")
-    read -r tw tc tr <<<"$t"
-    printf '| %s | %s MB | %s s | %s s | %s MB | %s MiB |\n' "$kind" "$(mb "$(size "$w/$kind.raucb")")" \
-      "$tw" "$tc" "$(mb "${written:-0}")" "$((tr / 1024))"
+    device_with "$w/dev-$kind"
+    install_row "$kind" "$w/dev-$kind" "$w/$kind.raucb"
   done
   echo
   # What a device running the old version fetches of each full bundle over
   # HTTP (the objects it lacks; with packs, every pack holding one of them).
   local dev=$w/dev-old
-  new_device "$dev"
-  cp "$pki/root-ca.pem" "$dev/pki/root-ca.pem"
-  "$didymos" --conf "$dev/system.conf" install --direct "$w/old.raucb" >"$w/base-install.log" 2>&1 || {
-    cat "$w/base-install.log" >&2
-    exit 1
-  }
+  device_with "$dev" "$w/old.raucb"
   for kind in full full-previous full-nopacks; do
     printf -- '- %s over %s, as a device fetches it over HTTP: %s MB\n' "$kind" "$(basename "$old" .tar)" \
       "$(mb "$("$didymos" --conf "$dev/system.conf" info --output-format json "$w/$kind.raucb" | sed -n 's/.*"download-size":\([0-9]*\).*/\1/p')")"

@@ -85,7 +85,7 @@ fn flip_each_region(fx: &Fixture, good: &std::path::Path) {
     // The members of a pack share its bytes: a flip there damages one of
     // them (whichever the flipped byte decodes into), which is named.
     let mut by_offset: Vec<_> = v.index().iter().collect();
-    by_offset.sort_by_key(|e| (e.offset, e.packed_at));
+    by_offset.sort_by_key(|e| e.stored_order());
     by_offset.dedup_by_key(|e| e.offset);
     for e in by_offset {
         targets.push((e.offset + e.stored_size / 2, Region::Object(e.digest)));

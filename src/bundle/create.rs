@@ -572,6 +572,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
         objects_in_base,
         image_digest
     );
+    let (packs, packed_objects, _) = format::pack_stats(&index);
     Ok(CreateSummary {
         output: opts.output.clone(),
         manifest,
@@ -594,16 +595,8 @@ pub fn create(opts: &CreateOptions) -> Result<CreateSummary, CreateError> {
             .iter()
             .filter(|e| e.encoding == Encoding::ZstdDict)
             .count() as u64,
-        packs: index
-            .iter()
-            .filter(|e| e.encoding == Encoding::Packed)
-            .map(|e| e.offset)
-            .collect::<BTreeSet<_>>()
-            .len() as u64,
-        packed_objects: index
-            .iter()
-            .filter(|e| e.encoding == Encoding::Packed)
-            .count() as u64,
+        packs,
+        packed_objects,
     })
 }
 
@@ -1060,27 +1053,16 @@ fn encode_pack(
     let mut members = Vec::with_capacity(count);
     for (id, path, size, data) in jobs {
         let (label, bytes) = match data {
-            FileData::Path(p) => {
-                let b = read_small(&mut File::open(&p).map_err(ImageError::io(&p))?, size)
-                    .map_err(ImageError::io(&p))?;
-                (p, b)
-            }
+            // An archive member already in memory is the member's bytes.
             FileData::Bytes(b) => (path, b),
-            FileData::Temp(mut f) => {
-                f.seek(SeekFrom::Start(0))
-                    .map_err(ImageError::io("(spooled member)"))?;
-                let b = read_small(&mut f, size).map_err(ImageError::io("(spooled member)"))?;
-                (path, b)
+            other => {
+                let (label, mut reader) = open_data(&path, other)?;
+                let b = read_small(&mut reader, size).map_err(ImageError::io(&label))?;
+                (label, b)
             }
         };
         if bytes.len() as u64 != size {
-            return Err(ImageError::Unsupported {
-                path: label,
-                detail: format!(
-                    "changed size while being read ({size} then {} bytes)",
-                    bytes.len()
-                ),
-            });
+            return Err(changed_size(label, size, bytes.len() as u64));
         }
         let digest = image::digest_bytes(&bytes);
         digests.push((id, digest));
@@ -1111,6 +1093,30 @@ fn encode_pack(
     Ok(digests)
 }
 
+/// A job's contents as a reader at its start, with the name to report
+/// problems under (the file read, or the path in the archive).
+fn open_data(path: &Path, data: FileData) -> Result<(PathBuf, Box<dyn ReadSeek>), ImageError> {
+    Ok(match data {
+        FileData::Path(p) => {
+            let f = File::open(&p).map_err(ImageError::io(&p))?;
+            (p, Box::new(f))
+        }
+        FileData::Bytes(b) => (path.to_owned(), Box::new(io::Cursor::new(b))),
+        FileData::Temp(mut f) => {
+            f.seek(SeekFrom::Start(0))
+                .map_err(ImageError::io("(spooled member)"))?;
+            (path.to_owned(), Box::new(f))
+        }
+    })
+}
+
+fn changed_size(path: PathBuf, size: u64, len: u64) -> ImageError {
+    ImageError::Unsupported {
+        path,
+        detail: format!("changed size while being read ({size} then {len} bytes)"),
+    }
+}
+
 /// Reads a file of `size` bytes (at most [`PACK_MAX_OBJECT`]) whole; one
 /// byte more tells that it grew.
 fn read_small(f: &mut dyn Read, size: u64) -> io::Result<Vec<u8>> {
@@ -1130,24 +1136,10 @@ fn encode_job(
     size: u64,
     data: FileData,
 ) -> Result<Digest, ImageError> {
-    let (label, mut reader): (PathBuf, Box<dyn ReadSeek>) = match data {
-        FileData::Path(p) => {
-            let f = File::open(&p).map_err(ImageError::io(&p))?;
-            (p, Box::new(f))
-        }
-        FileData::Bytes(b) => (path.to_owned(), Box::new(io::Cursor::new(b))),
-        FileData::Temp(mut f) => {
-            f.seek(SeekFrom::Start(0))
-                .map_err(ImageError::io("(spooled member)"))?;
-            (path.to_owned(), Box::new(f))
-        }
-    };
+    let (label, mut reader) = open_data(path, data)?;
     let (digest, len) = image::digest_reader_len(&mut reader).map_err(ImageError::io(&label))?;
     if len != size {
-        return Err(ImageError::Unsupported {
-            path: label,
-            detail: format!("changed size while being read ({size} then {len} bytes)"),
-        });
+        return Err(changed_size(label, size, len));
     }
     if plan.bases.objects.contains(&digest) || !writer.claim(id, &digest) {
         writer.skip(id).map_err(ImageError::io("(bundle)"))?;

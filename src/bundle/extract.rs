@@ -101,7 +101,7 @@ pub fn extract(
     };
     // In the order of the stored bytes (each pack decoded once).
     let mut order: Vec<_> = bundle.index().iter().collect();
-    order.sort_by_key(|e| (e.offset, e.packed_at));
+    order.sort_by_key(|e| e.stored_order());
     for entry in order {
         let target = dir.join(entry.digest.to_object_path());
         if target.exists() {

@@ -653,26 +653,26 @@ impl IndexParser {
             }
             _ => {}
         }
-        let packed_at = if encoding == Encoding::Packed {
-            u64::from(source)
-        } else {
-            0
-        };
-        if encoding == Encoding::Packed {
-            // The field holds the object's place in its pack.
-        } else if encoding == Encoding::Delta {
-            if u64::from(source) >= self.sources {
+        // The u32 at 36: a delta's source, a pack member's place in its pack.
+        let mut packed_at = 0;
+        match encoding {
+            Encoding::Packed => packed_at = u64::from(source),
+            Encoding::Delta => {
+                if u64::from(source) >= self.sources {
+                    return Err(bad(format!(
+                        "entry {i} ({digest}) names delta source {source} of {}",
+                        self.sources
+                    )));
+                }
+                self.source_refs.push((i, source));
+            }
+            _ if source != 0 => {
                 return Err(bad(format!(
-                    "entry {i} ({digest}) names delta source {source} of {}",
-                    self.sources
+                    "entry {i} ({digest}) is {} but names a delta source",
+                    encoding.as_str()
                 )));
             }
-            self.source_refs.push((i, source));
-        } else if source != 0 {
-            return Err(bad(format!(
-                "entry {i} ({digest}) is {} but names a delta source",
-                encoding.as_str()
-            )));
+            _ => {}
         }
         let objects_len = self.objects.len;
         let end = offset
@@ -826,6 +826,21 @@ pub fn stored_total<'a>(entries: impl IntoIterator<Item = &'a IndexEntry>) -> u6
         .filter(|e| e.encoding != Encoding::Packed || seen.insert(e.offset))
         .map(|e| e.stored_size)
         .sum()
+}
+
+/// The packs among the entries: how many, how many members, their stored
+/// bytes.
+pub fn pack_stats<'a>(entries: impl IntoIterator<Item = &'a IndexEntry>) -> (u64, u64, u64) {
+    let members: Vec<&IndexEntry> = entries
+        .into_iter()
+        .filter(|e| e.encoding == Encoding::Packed)
+        .collect();
+    let packs: std::collections::HashSet<u64> = members.iter().map(|e| e.offset).collect();
+    (
+        packs.len() as u64,
+        members.len() as u64,
+        stored_total(members.iter().copied()),
+    )
 }
 
 /// The length of a version 1 index region of `count` entries; `None` on

@@ -87,6 +87,14 @@ pub struct IndexEntry {
     pub packed_at: u64,
 }
 
+impl IndexEntry {
+    /// Sort key for reading objects in the order their bytes lie in the
+    /// bundle, a pack's members one after another (so it is decoded once).
+    pub fn stored_order(&self) -> (u64, u64) {
+        (self.offset, self.packed_at)
+    }
+}
+
 pub use crate::cms::SignerInfo;
 
 /// A region of the bundle file, for naming where a problem is.

@@ -784,8 +784,14 @@ fn decode_pack(source: &dyn ReadAt, at: u64, entry: &IndexEntry) -> Result<Vec<u
         digest,
         detail: format!("its pack at {at}: {detail}"),
     };
+    // The index parser refuses such an entry; bounded here again because
+    // the frame is read into memory whole.
     if entry.stored_size > format::MAX_PACK_FRAME {
-        return Err(BundleError::NotInIndex(digest));
+        return Err(corrupt(format!(
+            "{} stored bytes, more than the limit of {}",
+            entry.stored_size,
+            format::MAX_PACK_FRAME
+        )));
     }
     let mut frame = vec![0u8; entry.stored_size as usize];
     source

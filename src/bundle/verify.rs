@@ -48,7 +48,7 @@ impl VerifiedBundle {
         // In the order of the stored bytes: each pack is decoded once for
         // its members, which follow each other.
         let mut index: Vec<&IndexEntry> = self.index().iter().collect();
-        index.sort_by_key(|e| (e.offset, e.packed_at));
+        index.sort_by_key(|e| e.stored_order());
         let total = index.len() as u64;
         let deltas = index.iter().filter(|e| e.source.is_some()).count() as u64;
         let next = AtomicUsize::new(0);

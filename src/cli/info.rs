@@ -183,20 +183,7 @@ impl Payload {
                 .iter()
                 .filter_map(|e| e.source.map(|s| (e.digest, s, e.size, e.stored_size)))
                 .collect(),
-            packs: {
-                let members: Vec<_> = b
-                    .index()
-                    .iter()
-                    .filter(|e| e.encoding == Encoding::Packed)
-                    .collect();
-                let packs: std::collections::BTreeSet<u64> =
-                    members.iter().map(|e| e.offset).collect();
-                (
-                    packs.len() as u64,
-                    members.len() as u64,
-                    didymos::bundle::format::stored_total(members.iter().copied()),
-                )
-            },
+            packs: didymos::bundle::format::pack_stats(b.index()),
         }
     }
 }

@@ -247,7 +247,7 @@ pub fn install(
     // them in digest order): sequential reads, and over HTTP the order the
     // prefetcher fetches them in; the members of a pack one after another,
     // so that it is decoded once.
-    to_write.sort_by_key(|e| (e.offset, e.packed_at));
+    to_write.sort_by_key(crate::bundle::IndexEntry::stored_order);
     check_delta_sources(&store, &present, &to_write)?;
     let raw_plan = super::raw::plan(config, target, &bundle)?;
     let boot_plan = super::boot_files::plan(target, &image)?;
